@@ -1,0 +1,3 @@
+from noisekit.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""``noisekit build``: raw layout (downloaded on request) -> clean Manifest in the data home."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from noisekit.download import ARCHIVES, download_and_extract
+from noisekit.errors import NoisekitError
+from noisekit.manifest import write_manifest
+from noisekit.paths import data_home, manifest_path
+from noisekit.sources import cars, cub, digits, food101n, sop
+from noisekit.sources.common import BuildResult
+
+DATASETS = ("cars", "cub", "sop", "food101n", "digits", "cars98n")
+# The folder each raw archive extracts to; `--root` may name it or its parent.
+SUBDIRS = {
+    "cars": "cars196",
+    "cub": "CUB_200_2011",
+    "sop": "Stanford_Online_Products",
+    "food101n": "Food-101N_release",
+}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    root: Path | None = None
+    download: bool = False
+    strict: bool = False
+    food101_root: Path | None = None
+    crawl: Path | None = None
+    cars_root: Path | None = None
+    mirror: str | None = None  # base URL serving the official archives under their own file names
+
+
+def _locate(root: Path, subdir: str) -> Path:
+    return root / subdir if (root / subdir).is_dir() else root
+
+
+def _raw_root(name: str, options: BuildOptions) -> Path:
+    folder = options.root or data_home() / "raw" / name
+    if options.download:
+        if name not in ARCHIVES:
+            raise NoisekitError(
+                f"{name} has no public download; place its raw files under --root and build without --download"
+            )
+        archives = ARCHIVES[name]
+        if options.mirror:
+            archives = tuple(replace(a, url=f"{options.mirror.rstrip('/')}/{a.filename}") for a in archives)
+        roots = [download_and_extract(archive, folder) for archive in archives]
+        return roots[0]
+    if options.root is None:
+        raise NoisekitError(f"--root is required for {name} (the folder of its raw files), or pass --download")
+    return _locate(folder, SUBDIRS.get(name, ""))
+
+
+def build_manifest(name: str, options: BuildOptions = BuildOptions()) -> BuildResult:
+    """Build ``name``'s clean manifest in memory."""
+    if name not in DATASETS:
+        raise NoisekitError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if name == "digits":
+        return digits.build(options.root or data_home() / "digits" / "raw", strict=options.strict)
+    if name == "cars98n":
+        from noisekit.sources import cars98n
+
+        return cars98n.build(crawl=options.crawl, cars_root=options.cars_root, strict=options.strict)
+    root = _raw_root(name, options)
+    if name == "food101n":
+        f101 = options.food101_root or (root.parent / "food-101" if options.download else None)
+        return food101n.build(root, food101_root=f101 and _locate(f101, "food-101"), strict=options.strict)
+    return {"cars": cars.build, "cub": cub.build, "sop": sop.build}[name](root, strict=options.strict)
+
+
+def build(name: str, options: BuildOptions = BuildOptions()) -> tuple[Path, BuildResult]:
+    """Build ``name`` and write ``$NOISEKIT_HOME/NAME/clean.parquet``; return its path and the build result."""
+    result = build_manifest(name, options)
+    return write_manifest(result.manifest, manifest_path(name)), result
