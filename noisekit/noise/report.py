@@ -1,0 +1,74 @@
+"""The noise report written beside each variant: rates, noisy count per class, the most frequent clean -> noisy
+transitions, and for Small Cluster the dissolved classes and the cluster size histogram; as JSON and a PNG."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noisekit.manifest import Manifest, atomic_path, write_json
+
+TOP_TRANSITIONS = 10
+
+
+def noise_report(manifest: Manifest, extra: dict[str, Any]) -> dict[str, Any]:
+    meta, train = manifest.meta, manifest.split("train")
+    known = train[train["is_noisy"].notna()]
+    noisy = known[known["is_noisy"].astype(bool)]
+    clean_names, label_names = meta.class_names, meta.labels
+    per_class = Counter(clean_names[c] for c in noisy["clean_label"] if c >= 0)
+    transitions = Counter(
+        (clean_names[c], label_names[lab])
+        for c, lab in zip(noisy["clean_label"], noisy["label"], strict=True)
+        if c >= 0
+    )
+    noise = meta.noise or {}
+    return {
+        "dataset": meta.dataset,
+        "variant": meta.variant,
+        "model": noise.get("model"),
+        "requested_rate": noise.get("requested_rate"),
+        "realised_rate": noise.get("realised_rate"),
+        "seed": noise.get("seed"),
+        "train_images": int(len(train)),
+        "known": int(len(known)),
+        "noisy": int(len(noisy)),
+        "noisy_per_class": dict(sorted(per_class.items())),
+        "top_transitions": [
+            {"clean": a, "noisy": b, "count": n} for (a, b), n in transitions.most_common(TOP_TRANSITIONS)
+        ],
+        **extra,
+    }
+
+
+def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    write_json(json_path, report)
+    hist = report.get("cluster_size_histogram")
+    fig, axes = plt.subplots(1, 2 if hist else 1, figsize=(11 if hist else 6, 3.5), squeeze=False)
+    counts = np.array(list(report["noisy_per_class"].values()) or [0])
+    ax = axes[0, 0]
+    ax.bar(range(len(counts)), counts, width=1.0, color="tab:red")
+    ax.set(xlabel="clean class (sorted by name)", ylabel="noisy images", title="noisy images per clean class")
+    if hist:
+        ax = axes[0, 1]
+        sizes = sorted(hist, key=int)
+        ax.bar([str(s) for s in sizes], [hist[s] for s in sizes], color="tab:blue")
+        ax.set(xlabel="cluster size (images)", ylabel="clusters", title="Small Cluster: cluster sizes")
+    rate = report.get("realised_rate")
+    fig.suptitle(
+        f"{report['dataset']}/{report['variant']}: requested {report.get('requested_rate')}, realised {rate:.4f}"
+        if rate is not None
+        else f"{report['dataset']}/{report['variant']}"
+    )
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
