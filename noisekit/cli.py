@@ -80,6 +80,102 @@ def info(
     typer.echo(to_json(data) if json_ else render(data))
 
 
+make_app = typer.Typer(help="Add label noise to a built dataset's training split.", no_args_is_help=True)
+app.add_typer(make_app, name="make")
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="A built dataset (noisekit build NAME)")]
+RateOpt = Annotated[float, typer.Option("--rate", help="Requested noise rate in [0, 1)")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives a byte-identical manifest")]
+VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant name (default MODEL-RATE)")]
+
+
+def _report_variant(path: Path, report: dict, start: float) -> None:
+    typer.echo(
+        f"{report['dataset']}/{report['variant']}: requested {report['requested_rate']}, realised "
+        f"{report['realised_rate']:.4f} ({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
+        f"in {time.perf_counter() - start:.1f}s -> {path}"
+    )
+
+
+@make_app.command("symmetric")
+@user_errors
+def make_symmetric(dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, variant: VariantOpt = None) -> None:
+    """Move exactly round(R * n_c) images of every training class to a uniformly drawn other class."""
+    from noisekit.noise.common import load_clean, save_variant
+    from noisekit.noise.symmetric import symmetric
+
+    start = time.perf_counter()
+    path, report = save_variant(symmetric(load_clean(dataset), rate=rate, seed=seed, variant=variant))
+    _report_variant(path, report, start)
+
+
+@make_app.command("small-cluster")
+@user_errors
+def make_small_cluster(
+    dataset: DatasetOpt,
+    rate: RateOpt,
+    seed: SeedOpt = 0,
+    weights: Annotated[str, typer.Option(help="imagenet, random or a ResNet-18 state-dict FILE")] = "imagenet",
+    device: Annotated[str, typer.Option(help="Device for the feature extractor (cpu, cuda, cuda:1)")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per feature batch")] = 64,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 2,
+    image_size: Annotated[int, typer.Option(min=32, help="Crop size fed to ResNet-18")] = 224,
+    variant: VariantOpt = None,
+) -> None:
+    """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes."""
+    from noisekit.features import FeatureOptions, train_features
+    from noisekit.noise.common import load_clean, save_variant
+    from noisekit.noise.small_cluster import plan, small_cluster
+
+    start = time.perf_counter()
+    clean = load_clean(dataset)
+    the_plan = plan(clean, rate=rate, seed=seed)  # refuses impossible rates before computing features
+    options = FeatureOptions(weights, image_size, batch_size, workers, device)
+    features, provenance, note = train_features(clean, options)
+    typer.echo(note)
+    noisy, figures = small_cluster(
+        clean, features, rate=rate, seed=seed, the_plan=the_plan, variant=variant, provenance=provenance
+    )
+    path, report = save_variant(noisy, figures)
+    _report_variant(path, report, start)
+    typer.echo(
+        f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
+        f"{figures['clusters']} clusters; {figures['surviving_classes']} classes survive"
+    )
+
+
+@app.command("import-lists")
+@user_errors
+def import_lists(
+    dataset: DatasetOpt,
+    list_: Annotated[Path, typer.Option("--list", help="The authors' noisy list (absolute_path,label per line)")],
+    variant: Annotated[str, typer.Option("--variant", help="Name of the variant to write")],
+    cleaned: Annotated[
+        Path | None, typer.Option("--cleaned", help="The authors' cleaned list: the rows whose label is true")
+    ] = None,
+    skip_unmapped: Annotated[
+        bool, typer.Option(help="Drop rows that match no training image instead of failing; report their count")
+    ] = False,
+) -> None:
+    """Import the PRISM authors' noisy label list as a variant (training split = the list's rows)."""
+    from noisekit.noise.common import load_clean, save_variant
+    from noisekit.noise.official_lists import import_lists as run_import
+    from noisekit.noise.official_lists import report_extra
+
+    start = time.perf_counter()
+    manifest = run_import(
+        load_clean(dataset), list_path=list_, cleaned_path=cleaned, variant=variant, skip_unmapped=skip_unmapped
+    )
+    noise = manifest.meta.noise or {}
+    if noise.get("unmapped") or noise.get("dropped_train_rows"):
+        typer.echo(
+            f"{list_.name}: skipped {noise['unmapped']:,} unmapped row(s); left out {noise['dropped_train_rows']:,} "
+            f"training image(s) the list does not name"
+        )
+    path, report = save_variant(manifest, report_extra(manifest))
+    _report_variant(path, report, start)
+
+
 def main() -> None:
     app()
 

@@ -136,3 +136,33 @@ def fake_food101n(root: Path, f101: Path, per_class: int = 3) -> dict[str, objec
     (f101 / "meta" / "train.txt").write_text("".join(train_lines))
     (f101 / "meta" / "test.txt").write_text("".join(test_lines))
     return {"keys": keys}
+
+
+PRISM_LISTS = Path(__file__).parent / "data" / "prism-official"
+
+
+def prism_cars_images() -> list[tuple[str, int]]:
+    """(``<class name>/<file>``, authors' class 1-196) of every CARS196 image in the PRISM authors' standard split
+    (``CARS_train.csv`` + ``CARS_test.csv``, paths like ``/data/cars196/images/<class name>/<file>.jpg``)."""
+    items = []
+    for name in ("CARS_train.csv", "CARS_test.csv"):
+        for line in (PRISM_LISTS / name).read_text().splitlines():
+            path, label = line.rsplit(",", 1)
+            items.append(("/".join(path.split("/")[-2:]), int(label)))
+    return items
+
+
+def prism_cars_classes() -> list[str]:
+    """The 196 CARS196 class names in the authors' class order (their label k names class k)."""
+    names = {k: rel.split("/")[0] for rel, k in prism_cars_images()}
+    return [names[k] for k in range(1, 197)]
+
+
+def fake_cars_folders(root: Path, files: list[str]) -> None:
+    """CARS196's class-folder layout, ``root/images/<class name>/<file>`` for each ``<class name>/<file>``. Every
+    file holds the same tiny JPEG: the full tree has 16,185 images, and distinct pixels would test nothing more."""
+    data = jpeg_bytes(0)
+    for folder in {rel.rsplit("/", 1)[0] for rel in files}:
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+    for rel in files:
+        (root / "images" / rel).write_bytes(data)
