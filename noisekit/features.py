@@ -66,14 +66,14 @@ def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("NOISEKIT_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ResNet-18 weights from the torch cache, downloaded into it when absent."""
-    url = models.ResNet18_Weights.IMAGENET1K_V1.url
+def imagenet_state_dict(arch: str = "resnet18") -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights of ``arch`` from the torch cache, downloaded into it when absent."""
+    url = models.get_model_weights(arch).IMAGENET1K_V1.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
     if not path.is_file():
         if offline():
             raise NoisekitError(
-                f"ImageNet ResNet-18 weights are not in the torch cache and downloads are off (NOISEKIT_OFFLINE); "
+                f"ImageNet {arch} weights are not in the torch cache and downloads are off (NOISEKIT_OFFLINE); "
                 f"place {path.name} from {url} in {path.parent} (or pass --weights FILE)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
             torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[1], progress=True)
         except Exception as exc:  # urllib raises URLError, OSError, RuntimeError (hash) among others
             raise NoisekitError(
-                f"ImageNet ResNet-18 weights are not in the torch cache and could not be downloaded from {url} "
+                f"ImageNet {arch} weights are not in the torch cache and could not be downloaded from {url} "
                 f"({type(exc).__name__}); place {path.name} in {path.parent} (or pass --weights FILE)"
             ) from None
     return torch.load(path, map_location="cpu", weights_only=True)

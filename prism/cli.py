@@ -1,0 +1,95 @@
+"""The ``prism`` command: parse, build a config, call one library function, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from noisekit.cli import user_errors
+
+app = typer.Typer(
+    name="prism",
+    help="Train and evaluate PRISM and its baselines on noisekit datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.command()
+@user_errors
+def train(
+    dataset: Annotated[
+        str | None, typer.Option(help="NAME/VARIANT, a manifest path, a published folder or hub:OWNER/REPO:CONFIG")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="mcl, softtriple, contrastive or ms")] = None,
+    prism: Annotated[bool | None, typer.Option("--prism/--no-prism", help="Filter noisy samples with PRISM")] = None,
+    filter_rate: Annotated[float | None, typer.Option(help="R: share of each batch the rank cut removes")] = None,
+    window: Annotated[int | None, typer.Option(help="tau: TRMs averaged into the threshold")] = None,
+    mode: Annotated[str | None, typer.Option(help="centre (Eq. 6/7) or exact (Eq. 2/3)")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Training iterations")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of model init, batches and augmentation")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for the run's outputs")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of options (flags override it)")] = None,
+    arch: Annotated[str | None, typer.Option(help="auto, small_cnn, resnet18 or resnet50")] = None,
+    weights: Annotated[str | None, typer.Option(help="Backbone init: imagenet, random or a state-dict FILE")] = None,
+    classes_per_batch: Annotated[int | None, typer.Option("--classes-per-batch", "-P", help="P")] = None,
+    samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-K", help="K")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate")] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Iterations between validations")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Iterations before selection starts")] = None,
+    bank_size: Annotated[int | None, typer.Option(help="Feature bank slots (0: training set size)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Crop size for resnets")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers")] = None,
+    stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Train an embedding (optionally with PRISM) and evaluate it on the clean test split."""
+    options = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    from prism.config import load_config
+    from prism.train import train as run_train
+
+    cfg = load_config(config, options)
+    summary = run_train(cfg, resume=resume)
+    if "stopped_at" in summary:
+        typer.echo(f"stopped at iteration {summary['stopped_at']}; resume with --resume --out {cfg.out}")
+        return
+    test, noise = summary["test"], summary["noise_detection"]
+    flagged = (
+        ""
+        if noise["precision"] is None
+        else (f", flagged precision {noise['precision']:.3f} recall {noise['recall']:.3f}")
+    )
+    typer.echo(
+        f"{cfg.dataset} {cfg.loss}{' + PRISM' if cfg.prism else ''}: test P@1 {test['precision_at_1']:.4f} "
+        f"MAP@R {test['mean_average_precision_at_r']:.4f}{flagged} in {summary['train_seconds']}s -> {cfg.out}"
+    )
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint.pt written by prism train")],
+    dataset: Annotated[str, typer.Option(help="NAME/VARIANT, a manifest path or a published folder")],
+    split: Annotated[str, typer.Option(help="test, val or train")] = "test",
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Score a checkpoint on a split of a dataset; prints one JSON object."""
+    from prism.train import evaluate_checkpoint
+
+    typer.echo(json.dumps(evaluate_checkpoint(checkpoint, dataset, split=split, device=device), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""A training run's configuration: one frozen dataclass. YAML sets defaults, command-line flags override, and the
+resolved config is saved beside the run and inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noisekit.errors import NoisekitError
+
+LOSSES = ("mcl", "softtriple", "contrastive", "ms")
+ARCHS = ("auto", "small_cnn", "resnet18", "resnet50")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "digits/symmetric-0.5"
+    loss: str = "mcl"
+    prism: bool = True
+    filter_rate: float = 0.5  # R: the share of each batch the rank cut removes (unknown noise: 0.5)
+    window: int = 30  # tau: TRMs averaged into sTRM (the authors' CARS-98N setting)
+    mode: str = "centre"  # centre (Eq. 6/7) or exact (Eq. 2/3)
+    warmup: int = 0  # iterations trained on every sample before selection starts
+    iterations: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/latest"
+    arch: str = "auto"  # auto: small_cnn for images of at most 32 px, else resnet50
+    weights: str = "imagenet"  # backbone init for resnets: imagenet, random or a state-dict FILE
+    embed_dim: int = 128
+    classes_per_batch: int = 16  # P
+    samples_per_class: int = 4  # K
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    bank_size: int = 0  # 0: the number of training images
+    memory_weight: float = 1.0  # weight of the batch-vs-bank term of the memory losses
+    val_fraction: float = 0.2
+    eval_every: int = 200
+    log_every: int = 50
+    image_size: int = 224
+    workers: int = 2
+    stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise NoisekitError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 <= self.filter_rate < 1.0:
+            raise NoisekitError(f"--filter-rate must be in [0, 1), got {self.filter_rate}")
+        if self.mode not in ("centre", "exact"):
+            raise NoisekitError(f"--mode must be centre or exact, got {self.mode!r}")
+        if self.arch not in ARCHS:
+            raise NoisekitError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        for name in ("iterations", "window", "classes_per_batch", "samples_per_class", "embed_dim", "eval_every"):
+            if getattr(self, name) < 1:
+                raise NoisekitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.classes_per_batch < 2:
+            raise NoisekitError(
+                f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.classes_per_batch * self.samples_per_class
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def from_dict(values: dict[str, Any], *, where: str) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise NoisekitError(f"{where}: unknown option(s) {', '.join(unknown)}")
+    return TrainConfig(**values)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the YAML file, then the flags the user gave (``None`` values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise NoisekitError(f"--config {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise NoisekitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise NoisekitError(f"{path}: expected a mapping of option: value")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(values, where=str(path) if path else "options")
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from noisekit.manifest import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=True))

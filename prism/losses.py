@@ -1,0 +1,89 @@
+"""Losses. The memory contrastive loss (MCL) is written here in masked form so that PRISM's keep-mask applies
+without a host synchronisation; without a mask it equals pytorch-metric-learning's ContrastiveLoss (cosine,
+pos_margin 1, neg_margin 0.5, summed) over batch pairs plus batch-to-bank pairs (tested). SoftTriple, plain
+contrastive and multi-similarity are pytorch-metric-learning's, applied to the kept samples."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning import losses
+from pytorch_metric_learning.distances import CosineSimilarity
+from torch import nn
+
+from prism.memory import FeatureBank
+
+MARGIN = 0.5
+
+
+def contrastive_terms(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    ref: torch.Tensor,
+    ref_labels: torch.Tensor,
+    anchor_mask: torch.Tensor,
+    ref_mask: torch.Tensor,
+    *,
+    exclude_self: bool,
+) -> torch.Tensor:
+    """Sum over anchor/reference pairs of (1 - s) for positives and [s - margin]_+ for negatives (cosine s)."""
+    sims = emb @ ref.T
+    same = labels.view(-1, 1) == ref_labels.view(1, -1)
+    pairs = anchor_mask.view(-1, 1) & ref_mask.view(1, -1)
+    if exclude_self:
+        pairs = pairs & ~torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    pos = (1 - sims) * (same & pairs)
+    neg = torch.relu(sims - MARGIN) * (~same & pairs)
+    return pos.sum() + neg.sum()
+
+
+class MemoryContrastiveLoss(nn.Module):
+    """Contrastive loss over the kept batch samples and over (kept sample, bank entry) pairs, divided by the number of
+    kept anchors (the authors' normalisation)."""
+
+    uses_bank = True
+
+    def __init__(self, memory_weight: float = 1.0) -> None:
+        super().__init__()
+        self.memory_weight = memory_weight
+
+    def forward(
+        self, emb: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, bank: FeatureBank | None = None
+    ) -> torch.Tensor:
+        n = keep.sum().clamp(min=1)
+        loss = contrastive_terms(emb, labels, emb, labels, keep, keep, exclude_self=True)
+        if bank is not None:
+            loss = loss + self.memory_weight * contrastive_terms(
+                emb, labels, bank.feats, bank.labels, keep, bank.labels >= 0, exclude_self=False
+            )
+        return loss / n
+
+
+class KeptLoss(nn.Module):
+    """A pytorch-metric-learning loss applied to the kept samples only."""
+
+    uses_bank = False
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(
+        self, emb: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, bank: FeatureBank | None = None
+    ) -> torch.Tensor:
+        return self.loss(emb[keep], labels[keep])
+
+
+def build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float = 1.0) -> nn.Module:
+    if name == "mcl":
+        return MemoryContrastiveLoss(memory_weight)
+    if name == "softtriple":
+        # the paper's settings: 10 centres per class under 500 classes, else 2
+        centres = 10 if num_classes < 500 else 2
+        return KeptLoss(
+            losses.SoftTripleLoss(num_classes, embed_dim, centers_per_class=centres, la=20, gamma=0.1, margin=0.01)
+        )
+    if name == "contrastive":
+        return KeptLoss(losses.ContrastiveLoss(pos_margin=1.0, neg_margin=MARGIN, distance=CosineSimilarity()))
+    if name == "ms":
+        return KeptLoss(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5))
+    raise ValueError(f"unknown loss {name!r}")

@@ -1,0 +1,69 @@
+"""The FIFO feature bank that PRISM queries and the memory losses use.
+
+pytorch-metric-learning's CrossBatchMemory enqueues every sample before the loss and takes no selection mask; PRISM
+needs a bank that only the kept samples enter, after the step. Everything stays on the device: a masked enqueue
+writes the kept rows at consecutive slots and sends the others to a scratch row, with no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FeatureBank:
+    """``size`` (feature, label) slots; empty slots hold a zero feature and label -1.
+
+    Slots fill from 0 upwards, then wrap around, overwriting the oldest entries first.
+    """
+
+    def __init__(self, size: int, dim: int, *, device: torch.device | str = "cpu") -> None:
+        if size < 1:
+            raise ValueError(f"bank size must be >= 1, got {size}")
+        self.size, self.dim = size, dim
+        # one extra scratch row at index `size` absorbs the writes of samples that are not enqueued
+        self._feats = torch.zeros(size + 1, dim, device=device)
+        self._labels = torch.full((size + 1,), -1, dtype=torch.long, device=device)
+        self.ptr = torch.zeros((), dtype=torch.long, device=device)
+        self.count = torch.zeros((), dtype=torch.long, device=device)
+
+    @property
+    def feats(self) -> torch.Tensor:
+        """(size, dim) features; rows of empty slots are zero."""
+        return self._feats[: self.size]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(size,) labels; -1 marks an empty slot."""
+        return self._labels[: self.size]
+
+    def enqueue(self, feats: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Append the rows of ``feats`` (n, dim) / ``labels`` (n,) where ``keep`` (n,) is True, oldest out first."""
+        if feats.shape[0] > self.size:
+            raise ValueError(f"cannot enqueue {feats.shape[0]} samples into a bank of {self.size}")
+        feats = feats.detach().to(self._feats.dtype)
+        if keep is None:
+            keep = torch.ones(feats.shape[0], dtype=torch.bool, device=feats.device)
+        offset = torch.cumsum(keep.long(), 0) - 1
+        slots = torch.where(keep, (self.ptr + offset) % self.size, torch.full_like(offset, self.size))
+        self._feats.index_copy_(0, slots, feats)
+        self._labels.index_copy_(0, slots, labels.long())
+        self._feats[self.size].zero_()
+        self._labels[self.size] = -1
+        added = keep.long().sum()
+        self.ptr = (self.ptr + added) % self.size
+        self.count = torch.clamp(self.count + added, max=self.size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "feats": self._feats.clone(),
+            "labels": self._labels.clone(),
+            "ptr": self.ptr.clone(),
+            "count": self.count.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["feats"].shape != self._feats.shape:
+            raise ValueError(f"bank shape {tuple(state['feats'].shape)} != {tuple(self._feats.shape)}")
+        device = self._feats.device
+        self._feats, self._labels = state["feats"].to(device), state["labels"].to(device)
+        self.ptr, self.count = state["ptr"].to(device), state["count"].to(device)

@@ -1,0 +1,69 @@
+"""Backbone + linear embedding head + L2 normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+
+from noisekit.errors import NoisekitError
+from noisekit.features import imagenet_state_dict, load_state_dict_file
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and global pooling, for the 8x8 digits (any input size works)."""
+
+    out_dim = 128
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(
+            *block(3, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def resnet_trunk(arch: str, weights: str) -> tuple[nn.Module, int]:
+    model = getattr(models, arch)(weights=None)
+    if weights != "random":
+        state = imagenet_state_dict(arch) if weights == "imagenet" else load_state_dict_file(Path(weights))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise NoisekitError(
+                f"--weights {weights}: not a {arch} state dict ({str(exc).splitlines()[0][:120]})"
+            ) from None
+    dim = model.fc.in_features
+    model.fc = nn.Identity()
+    return model, dim
+
+
+class Embedder(nn.Module):
+    """images -> (n, embed_dim) L2-normalised embeddings."""
+
+    def __init__(self, arch: str, *, embed_dim: int, weights: str = "random") -> None:
+        super().__init__()
+        if arch == "small_cnn":
+            self.backbone, dim = SmallCNN(), SmallCNN.out_dim
+        else:
+            self.backbone, dim = resnet_trunk(arch, weights)
+        self.head = nn.Linear(dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+
+def build_model(arch: str, *, embed_dim: int, weights: str, seed: int) -> Embedder:
+    """The model, initialised from ``seed`` without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Embedder(arch, embed_dim=embed_dim, weights=weights)

@@ -1,0 +1,206 @@
+"""prism train / eval end to end on the real digits: outputs, exact resume, every loss, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from noisekit.build import build
+from noisekit.manifest import Manifest, ManifestMeta, make_frame, write_manifest
+from noisekit.noise.common import save_variant
+from noisekit.noise.symmetric import symmetric
+from prism.cli import app
+from prism.config import TrainConfig
+from prism.train import load_checkpoint, train
+
+FAST = dict(classes_per_batch=5, samples_per_class=4, eval_every=6, log_every=3, val_fraction=0.2)
+
+
+@pytest.fixture
+def noisy_digits(home: Path) -> str:
+    path, result = build("digits")
+    save_variant(symmetric(result.manifest, rate=0.5, seed=0))
+    return "digits/symmetric-0.5"
+
+
+def test_outputs_of_a_run(noisy_digits: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = train(TrainConfig(dataset=noisy_digits, iterations=12, out=str(out), **FAST), progress=False)
+    assert {p.name for p in out.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint.pt",
+        "noise_report.parquet",
+        "curves.png",
+        "last.pt",
+    }
+    assert yaml.safe_load((out / "config.yaml").read_text())["iterations"] == 12
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [6, 12]
+    assert 0 <= rows[-1]["clean_precision_at_1"] <= 1  # digits' clean labels are known: the diagnostic is there
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == summary
+    assert set(saved["test"]) == {
+        "precision_at_1",
+        "mean_average_precision_at_r",
+        "r_precision",
+        "recall_at_1",
+        "recall_at_2",
+        "recall_at_4",
+        "recall_at_8",
+    }
+    assert set(saved["noise_detection"]) == {"precision", "recall", "flagged_fraction"}
+    report = pd.read_parquet(out / "noise_report.parquet")
+    assert list(report.columns) == [
+        "image_id",
+        "label",
+        "clean_label",
+        "is_noisy",
+        "times_seen",
+        "times_flagged",
+        "last_p_clean",
+    ]
+    assert report["times_seen"].sum() == 12 * 20  # every drawn sample counted once
+    assert (report["times_flagged"] <= report["times_seen"]).all()
+    with Image.open(out / "curves.png") as image:
+        assert image.format == "PNG"
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["config"]["dataset"] == noisy_digits and ckpt["iteration"] == saved["best_iteration"]
+
+
+def test_resume_gives_the_same_weights(noisy_digits: str, tmp_path: Path) -> None:
+    config = TrainConfig(dataset=noisy_digits, iterations=14, **FAST)
+    train(config.replace(out=str(tmp_path / "a")), progress=False)
+    stopped = train(config.replace(out=str(tmp_path / "b"), stop_at=7), progress=False)
+    assert stopped == {"stopped_at": 7, "out": str(tmp_path / "b")}
+    train(config.replace(out=str(tmp_path / "b")), resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["bank"]["feats"], b["bank"]["feats"])
+    assert torch.equal(a["selector"]["window.values"], b["selector"]["window.values"])
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("loss", ["softtriple", "contrastive", "ms", "mcl"])
+def test_prism_with_every_loss(noisy_digits: str, tmp_path: Path, loss: str) -> None:
+    summary = train(
+        TrainConfig(dataset=noisy_digits, loss=loss, iterations=6, out=str(tmp_path / loss), **FAST), progress=False
+    )
+    assert 0 < summary["test"]["precision_at_1"] <= 1
+    assert 0 < summary["noise_detection"]["flagged_fraction"] < 1
+
+
+def test_exact_mode_runs(noisy_digits: str, tmp_path: Path) -> None:
+    summary = train(
+        TrainConfig(dataset=noisy_digits, mode="exact", iterations=6, out=str(tmp_path / "x"), **FAST), progress=False
+    )
+    assert summary["noise_detection"]["flagged_fraction"] > 0
+
+
+def test_cli_train_and_eval(noisy_digits: str, tmp_path: Path, runner) -> None:
+    out = tmp_path / "cli"
+    args = [
+        "train",
+        "--dataset",
+        noisy_digits,
+        "--iterations",
+        "6",
+        "--eval-every",
+        "6",
+        "-P",
+        "5",
+        "-K",
+        "4",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "test P@1" in result.output and "flagged precision" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", noisy_digits])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["precision_at_1"] == pytest.approx(summary["test"]["precision_at_1"], abs=1e-9)
+
+
+def test_yaml_config_and_flag_override(noisy_digits: str, tmp_path: Path, runner) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": noisy_digits,
+                "iterations": 4,
+                "classes_per_batch": 5,
+                "samples_per_class": 4,
+                "loss": "ms",
+                "eval_every": 4,
+            }
+        )
+    )
+    result = runner.invoke(app, ["train", "--config", str(cfg), "--loss", "contrastive", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["loss"] == "contrastive" and saved["iterations"] == 4
+
+
+def _fails(runner, args: list[str], *needles: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_one_class_dataset(runner, home: Path, tmp_path: Path) -> None:
+    frame = make_frame(
+        ["a", "b", "c", "d"], ["a.png", "b.png", "c.png", "d.png"], ["train", "train", "test", "test"], [0, 0, 1, 2]
+    )
+    write_manifest(
+        Manifest(frame, ManifestMeta(dataset="one", root=str(tmp_path), class_names=("x", "y", "z"))),
+        home / "one" / "clean.parquet",
+    )
+    _fails(runner, ["train", "--dataset", "one", "--out", str(tmp_path / "o")], "1 class(es)", "at least two")
+
+
+def test_pk_larger_than_data(runner, noisy_digits: str, tmp_path: Path) -> None:
+    _fails(
+        runner,
+        ["train", "--dataset", noisy_digits, "-P", "8", "--out", str(tmp_path / "o")],
+        "P x K = 8 x 4 is larger than the data",
+        "5 training classes",
+    )
+
+
+@pytest.mark.parametrize("rate", ["1.0", "-0.2"])
+def test_filter_rate_outside(runner, noisy_digits: str, rate: str) -> None:
+    _fails(runner, ["train", "--dataset", noisy_digits, "--filter-rate", rate], "--filter-rate must be in [0, 1)")
+
+
+def test_resume_with_another_config(runner, noisy_digits: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "r")
+    base = ["train", "--dataset", noisy_digits, "--iterations", "8", "-P", "5", "-K", "4", "--out", out]
+    assert runner.invoke(app, [*base, "--stop-at", "3"]).exit_code == 0
+    _fails(runner, [*base, "--resume", "--loss", "ms"], "last.pt was written by another config", "loss: 'mcl'")
+
+
+def test_corrupted_checkpoint(runner, noisy_digits: str, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    _fails(
+        runner,
+        ["train", "--dataset", noisy_digits, "-P", "5", "--out", str(out), "--resume"],
+        "not a readable prism checkpoint",
+        "corrupted",
+    )
+    _fails(runner, ["eval", "--checkpoint", str(out / "last.pt"), "--dataset", noisy_digits], "last.pt")
+    _fails(runner, ["eval", "--checkpoint", str(out / "absent.pt"), "--dataset", noisy_digits], "does not exist")
