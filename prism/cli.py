@@ -43,6 +43,7 @@ def train(
     val_fraction: Annotated[
         float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
     ] = None,
+    select: Annotated[str | None, typer.Option(help="Checkpoint kept: val (best validation MAP@R) or last")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Iterations between validations")] = None,
     warmup: Annotated[int | None, typer.Option(help="Iterations before selection starts")] = None,
     bank_size: Annotated[int | None, typer.Option(help="Feature bank slots (0: training set size)")] = None,

@@ -39,6 +39,7 @@ class TrainConfig:
     bank_size: int = 0  # 0: the number of training images
     memory_weight: float = 1.0  # weight of the batch-vs-bank term of the memory losses
     val_fraction: float = 0.2
+    select: str = "val"  # val: keep the model with the best validation MAP@R; last: keep the final model
     eval_every: int = 200
     log_every: int = 50
     image_size: int = 224
@@ -61,6 +62,8 @@ class TrainConfig:
             raise NoisekitError(
                 f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
             )
+        if self.select not in ("val", "last"):
+            raise NoisekitError(f"--select must be val or last, got {self.select!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
 

@@ -294,7 +294,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                     **{k: v for k, v in (state.steps[-1] if state.steps else {}).items() if k != "iteration"},
                 }
             )
-            score = metrics.get(SELECTION_METRIC, float(state.iteration))  # no validation split: the last model
+            # select=last, or no validation split: the newest model is the best one
+            score = metrics[SELECTION_METRIC] if config.select == "val" and metrics else float(state.iteration)
             if score > state.best_score:
                 state.best_score, state.best_iteration = score, state.iteration
                 best = checkpoint_payload(config, state, model, loss_fn, optimizer, scheduler, bank, selector, tracker)
@@ -365,7 +366,7 @@ def finish(
         "seed": config.seed,
         "iterations": config.iterations,
         "best_iteration": state.best_iteration,
-        "selection_metric": SELECTION_METRIC,
+        "selected_by": f"validation {SELECTION_METRIC}" if config.select == "val" and data.val else "last",
         "validation": data.val_by,
         "test": test,
         "noise_detection": noise,
@@ -387,9 +388,20 @@ def plot_curves(state: RunState, path: Path, *, title: str) -> None:
     its = [row["iteration"] for row in state.history]
     for key, name in (("precision_at_1", "P@1"), ("mean_average_precision_at_r", "MAP@R")):
         if state.history and key in state.history[0]:
-            left.plot(its, [row[key] for row in state.history], marker="o", label=f"val {name}")
+            line = left.plot(
+                its, [row[key] for row in state.history], marker="o", label=f"val {name} (training labels)"
+            )
+        if state.history and f"clean_{key}" in state.history[0]:
+            left.plot(
+                its,
+                [row[f"clean_{key}"] for row in state.history],
+                marker="o",
+                linestyle="--",
+                color=line[0].get_color(),
+                label=f"val {name} (clean labels)",
+            )
     left.set(xlabel="iteration", title="validation retrieval", ylim=(0, 1))
-    left.legend(loc="lower right")
+    left.legend(loc="lower right", fontsize=8)
     steps = state.steps
     for key, name in (("flag_precision", "flagged precision"), ("flag_recall", "flagged recall"), ("kept", "kept")):
         right.plot([s["iteration"] for s in steps], [np.nan if s[key] is None else s[key] for s in steps], label=name)
