@@ -45,6 +45,7 @@ class TrainConfig:
     image_size: int = 224
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
+    trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

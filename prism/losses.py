@@ -73,7 +73,14 @@ class KeptLoss(nn.Module):
         return self.loss(emb[keep], labels[keep])
 
 
-def build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float = 1.0) -> nn.Module:
+def build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float = 1.0, seed: int = 0) -> nn.Module:
+    """The loss; its own parameters (SoftTriple's centres) are initialised from ``seed``, not the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_loss(name, num_classes=num_classes, embed_dim=embed_dim, memory_weight=memory_weight)
+
+
+def _build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float) -> nn.Module:
     if name == "mcl":
         return MemoryContrastiveLoss(memory_weight)
     if name == "softtriple":

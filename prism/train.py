@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path
 from prism.config import TrainConfig, save_config
 from prism.data import Images, PKBatches, TrainingData, eval_transform, prepare, train_transform
+from prism.dist import DistContext, setup, teardown
 from prism.evaluate import embed_loader, retrieval_metrics
 from prism.losses import build_loss
 from prism.memory import FeatureBank
@@ -33,8 +35,9 @@ from prism.models import build_model
 from prism.selection import PrismSelector
 
 # options that may differ between a run and its resumption; everything else must match the checkpoint
-RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at"}
+RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace"}
 SELECTION_METRIC = "mean_average_precision_at_r"
+SINGLE = DistContext()  # one process
 
 
 @dataclass
@@ -92,15 +95,28 @@ def detection(flagged: np.ndarray, noisy: np.ndarray) -> dict[str, float | None]
 
 
 def evaluate_split(
-    model: torch.nn.Module, data: TrainingData, which: str, config: TrainConfig, device: torch.device
+    model: torch.nn.Module,
+    data: TrainingData,
+    which: str,
+    config: TrainConfig,
+    device: torch.device,
+    ctx: DistContext = SINGLE,
 ) -> dict[str, float]:
     """Retrieval metrics on a split with its training labels; where every clean label of the split is known and
     they differ somewhere from the training labels (synthetic noise), also against the clean labels, as ``clean_*``.
-    The ``clean_*`` figures are a diagnostic: model selection never reads them."""
+    The ``clean_*`` figures are a diagnostic: model selection never reads them.
+    Under torchrun every rank embeds every world_size-th image and the shards are gathered."""
     split = getattr(data, which)
     dataset = Images(split, eval_transform(data.small, config.image_size), preload=data.small)
-    loader = DataLoader(dataset, batch_size=256, num_workers=0 if data.small else config.workers)
-    emb, labels = embed_loader(model, loader, device)
+    shard = list(range(ctx.rank, len(dataset), ctx.world_size))
+    loader = DataLoader(Subset(dataset, shard), batch_size=256, num_workers=0 if data.small else config.workers)
+    emb, _ = embed_loader(model, loader, device)
+    if ctx.distributed:
+        gathered = ctx.gather_rows(torch.from_numpy(emb).to(device)).cpu().numpy()
+        order = np.concatenate([np.arange(r, len(dataset), ctx.world_size) for r in range(ctx.world_size)])
+        emb = np.empty_like(gathered)
+        emb[order] = gathered
+    labels = split.labels
     metrics = retrieval_metrics(emb, labels)
     if (split.clean >= 0).all() and not np.array_equal(split.clean, split.labels):
         metrics |= {f"clean_{k}": v for k, v in retrieval_metrics(emb, split.clean).items()}
@@ -158,17 +174,39 @@ def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) ->
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) training; write the run's outputs into ``config.out``; return the summary."""
+    """Run (or resume) training; write the run's outputs into ``config.out``; return the summary.
+
+    Under ``torchrun`` every rank runs this function; only rank 0 writes files.
+    """
+    ctx = setup(config.device)
+    try:
+        return _train(config, ctx, resume=resume, progress=progress and ctx.is_main)
+    finally:
+        teardown(ctx)
+
+
+def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: bool) -> dict[str, Any]:
     out = Path(config.out)
-    device = torch.device(config.device)
+    device = ctx.device
     data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
     arch = pick_arch(config, data)
-    model = build_model(arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
+    core = build_model(arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
+    if ctx.distributed and device.type == "cuda":
+        core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(core)
+    model = (
+        DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.distributed
+        else core
+    )
     loss_fn = build_loss(
-        config.loss, num_classes=data.num_classes, embed_dim=config.embed_dim, memory_weight=config.memory_weight
+        config.loss,
+        num_classes=data.num_classes,
+        embed_dim=config.embed_dim,
+        memory_weight=config.memory_weight,
+        seed=config.seed,
     ).to(device)
     optimizer = torch.optim.Adam(
-        list(model.parameters()) + list(loss_fn.parameters()), lr=config.lr, weight_decay=config.weight_decay
+        list(core.parameters()) + list(loss_fn.parameters()), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
     bank = FeatureBank(
@@ -193,7 +231,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if resume:
         payload = load_checkpoint(last)
         check_same_config(payload["config"], config, last)
-        model.load_state_dict(payload["model"])
+        core.load_state_dict(payload["model"])
         loss_fn.load_state_dict(payload["loss"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -208,8 +246,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             json.loads(payload["history"]),
             json.loads(payload["steps"]),
         )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+
+    def save(path: Path) -> None:
+        if ctx.is_main:
+            payload = checkpoint_payload(config, state, core, loss_fn, optimizer, scheduler, bank, selector, tracker)
+            save_checkpoint(payload, path)
 
     sampler = PKBatches(
         data.train.labels,
@@ -218,6 +262,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         seed=config.seed,
         start=state.iteration,
         stop=config.stop_at or config.iterations,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     dataset = Images(data.train, train_transform(data.small, config.image_size), preload=data.small)
     loader = DataLoader(
@@ -229,6 +275,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     )
     noisy_all = torch.as_tensor(data.train.noisy, device=device)
     window_stats: list[torch.Tensor] = []
+    trace: list[dict[str, torch.Tensor]] = []
     start_time = time.perf_counter()
     bar = tqdm(total=len(sampler), desc="train", unit="it", disable=not progress, leave=False)
 
@@ -236,7 +283,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     for images, labels, rows in loader:
         it = state.iteration
         images, labels, rows = images.to(device, non_blocking=True), labels.to(device), rows.to(device)
-        emb = model(images)
+        # every rank sees the whole global batch; only its own share of the embeddings carries a gradient
+        emb = ctx.gather_with_grad(model(images))
+        labels, rows = ctx.gather(labels), ctx.gather(rows)
         if selector is not None and it >= config.warmup:
             selection = selector(emb, labels, bank)
             keep, p, threshold = selection.keep, selection.p, selection.threshold
@@ -244,13 +293,27 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             keep, p, threshold = torch.ones_like(labels, dtype=torch.bool), None, torch.tensor(float("nan"))
         loss = loss_fn(emb, labels, keep, bank if loss_fn.uses_bank else None)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the model's gradients over ranks, hence the factor; the loss's own parameters (SoftTriple's
+        # centres) live outside DDP and see the full global-batch gradient on every rank, hence the division
+        (loss * ctx.world_size).backward()
+        for param in loss_fn.parameters():
+            if param.grad is not None:
+                param.grad /= ctx.world_size
         optimizer.step()
         scheduler.step()
         bank.enqueue(emb.detach(), labels, keep)
         if selector is not None:
             selector.update_centres(bank, labels, keep)
         tracker.update(rows, keep, p)
+        if config.trace:
+            trace.append(
+                {
+                    "keep": keep.cpu(),
+                    "bank_feats": bank.feats.cpu().clone(),
+                    "bank_labels": bank.labels.cpu().clone(),
+                    "centres": selector.centres.cpu().clone() if selector is not None else torch.empty(0),
+                }
+            )
 
         noisy = noisy_all[rows]
         flagged = ~keep
@@ -284,7 +347,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{row['kept']:.2f}")
 
         if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-            metrics = evaluate_split(model, data, "val", config, device) if data.val is not None else {}
+            metrics = evaluate_split(core, data, "val", config, device, ctx) if data.val is not None else {}
             model.train()
             state.history.append(
                 {
@@ -298,23 +361,24 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             score = metrics[SELECTION_METRIC] if config.select == "val" and metrics else float(state.iteration)
             if score > state.best_score:
                 state.best_score, state.best_iteration = score, state.iteration
-                best = checkpoint_payload(config, state, model, loss_fn, optimizer, scheduler, bank, selector, tracker)
-                save_checkpoint(best, out / "checkpoint.pt")
-            save_checkpoint(
-                checkpoint_payload(config, state, model, loss_fn, optimizer, scheduler, bank, selector, tracker), last
-            )
-            write_metrics(state, out)
+                save(out / "checkpoint.pt")
+            save(last)
+            if ctx.is_main:
+                write_metrics(state, out)
 
         if config.stop_at and state.iteration >= config.stop_at:
             break
     bar.close()
-    save_checkpoint(
-        checkpoint_payload(config, state, model, loss_fn, optimizer, scheduler, bank, selector, tracker), last
-    )
-    write_metrics(state, out)
+    save(last)
+    if ctx.is_main:
+        write_metrics(state, out)
+        if config.trace:
+            save_checkpoint({"steps": trace}, out / "trace.pt")
+    if ctx.distributed:
+        torch.distributed.barrier()  # rank 0's checkpoints are on disk before anyone reads them
     if state.iteration < config.iterations:
         return {"stopped_at": state.iteration, "out": str(out)}
-    return finish(config, data, state, model, tracker, device, out, time.perf_counter() - start_time)
+    return finish(config, data, state, core, tracker, ctx, out, time.perf_counter() - start_time)
 
 
 def write_metrics(state: RunState, out: Path) -> None:
@@ -328,13 +392,13 @@ def finish(
     state: RunState,
     model: torch.nn.Module,
     tracker: NoiseTracker,
-    device: torch.device,
+    ctx: DistContext,
     out: Path,
     seconds: float,
 ) -> dict[str, Any]:
     best = load_checkpoint(out / "checkpoint.pt")
     model.load_state_dict(best["model"])
-    test = evaluate_split(model, data, "test", config, device)
+    test = evaluate_split(model, data, "test", config, ctx.device, ctx)
 
     seen = tracker.seen.cpu().numpy()
     flagged_count = tracker.flagged.cpu().numpy()
@@ -357,8 +421,6 @@ def finish(
             "last_p_clean": tracker.last_p.cpu().numpy(),
         }
     )
-    with atomic_path(out / "noise_report.parquet") as tmp:
-        report.to_parquet(tmp, index=False)
     summary = {
         "dataset": config.dataset,
         "loss": config.loss,
@@ -372,6 +434,10 @@ def finish(
         "noise_detection": noise,
         "train_seconds": round(seconds, 1),
     }
+    if not ctx.is_main:
+        return summary
+    with atomic_path(out / "noise_report.parquet") as tmp:
+        report.to_parquet(tmp, index=False)
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_curves(state, out / "curves.png", title=f"{config.dataset}  {config.loss}{' + PRISM' if config.prism else ''}")

@@ -1,0 +1,80 @@
+"""Data-parallel training across processes started by ``torchrun`` (nccl on GPU, gloo on CPU).
+
+Every rank embeds its share of the global P x K batch; embeddings, labels and rows are all-gathered, so every rank
+runs PRISM's selection on the same global batch and holds the same bank, centres and threshold window. The gathered
+embeddings keep the gradient of the rank's own share; each rank's loss is the global-batch loss times the world size,
+so DistributedDataParallel's gradient average equals the gradient of one process on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's ``tensor`` (same shape on all ranks) in rank order; no gradient."""
+        if not self.distributed:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`gather`, but this rank's own share keeps its gradient."""
+        if not self.distributed:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.detach().contiguous())
+        parts[self.rank] = tensor
+        return torch.cat(parts)
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate tensors whose first dimension differs between ranks (evaluation shards)."""
+        if not self.distributed:
+            return tensor
+        sizes = self.gather(torch.tensor([tensor.shape[0]], device=tensor.device))
+        padded = torch.zeros((int(sizes.max()), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: tensor.shape[0]] = tensor
+        parts = self.gather(padded).split(int(sizes.max()))
+        return torch.cat([part[: int(n)] for part, n in zip(parts, sizes, strict=True)])
+
+
+def setup(device: str) -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment; a single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistContext(device=torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+    else:
+        target = torch.device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return DistContext(rank=rank, world_size=world_size, device=target)
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
