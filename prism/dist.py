@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,46 @@ class DistContext:
         padded[: tensor.shape[0]] = tensor
         parts = self.gather(padded).split(int(sizes.max()))
         return torch.cat([part[: int(n)] for part, n in zip(parts, sizes, strict=True)])
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the global batch over all ranks, for CPU (gloo), where
+    torch's SyncBatchNorm does not run. The all-reduce is differentiable, so gradients flow through the statistics
+    as they would in one process holding the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        channels, dims = x.shape[1], (0, 2, 3)
+        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
+        stats = dist_nn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:channels] / n
+        var = stats[channels : 2 * channels] / n - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        shape = (1, channels, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Make every BatchNorm2d use global-batch statistics: torch's SyncBatchNorm on GPU, ours on CPU."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, GlobalBatchNorm2d):
+            synced = GlobalBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            ).to(device)
+            synced.load_state_dict(child.state_dict())
+            setattr(module, name, synced)
+        else:
+            sync_batchnorm(child, device)
+    return module
 
 
 def setup(device: str) -> DistContext:

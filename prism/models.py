@@ -14,11 +14,7 @@ from noisekit.features import imagenet_state_dict, load_state_dict_file
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks and global pooling, for the 8x8 digits (any input size works).
-
-    GroupNorm rather than BatchNorm: each sample's output does not depend on the rest of its batch, so a batch split
-    over processes computes exactly what one process computes on the whole batch.
-    """
+    """Three conv blocks and global pooling, for the 8x8 digits (any input size works)."""
 
     out_dim = 128
 
@@ -26,7 +22,7 @@ class SmallCNN(nn.Module):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.GroupNorm(8, c_out), nn.ReLU(inplace=True)]
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
             *block(3, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten()

@@ -27,7 +27,7 @@ from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path
 from prism.config import TrainConfig, save_config
 from prism.data import Images, PKBatches, TrainingData, eval_transform, prepare, train_transform
-from prism.dist import DistContext, setup, teardown
+from prism.dist import DistContext, setup, sync_batchnorm, teardown
 from prism.evaluate import embed_loader, retrieval_metrics
 from prism.losses import build_loss
 from prism.memory import FeatureBank
@@ -191,8 +191,8 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
     arch = pick_arch(config, data)
     core = build_model(arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
-    if ctx.distributed and device.type == "cuda":
-        core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(core)
+    if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
+        core = sync_batchnorm(core, device)
     model = (
         DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
         if ctx.distributed
