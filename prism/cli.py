@@ -50,6 +50,8 @@ def train(
     image_size: Annotated[int | None, typer.Option(help="Crop size for resnets")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader workers")] = None,
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
 ) -> None:
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split."""

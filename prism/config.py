@@ -45,6 +45,9 @@ class TrainConfig:
     image_size: int = 224
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
+    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32, bf16
+    channels_last: bool = True  # NHWC images and weights on GPU (ignored on CPU)
+    compile: bool = False  # torch.compile the backbone
     trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class TrainConfig:
             raise NoisekitError(
                 f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
             )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise NoisekitError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.select not in ("val", "last"):
             raise NoisekitError(f"--select must be val or last, got {self.select!r}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -49,8 +49,12 @@ class TrainingData:
 
 
 def load_manifest(ref: str) -> Manifest:
-    """``NAME``, ``NAME/VARIANT`` or a manifest path."""
-    return read_manifest(resolve_manifest(ref))
+    """``NAME``, ``NAME/VARIANT``, a manifest path, ``hub:OWNER/REPO:CONFIG`` or a published folder (``DIR`` or
+    ``DIR/CONFIG``); published data is materialised once into the data home (images + manifest)."""
+    from noisekit.hub import published_manifest
+
+    published = published_manifest(ref)
+    return published if published is not None else read_manifest(resolve_manifest(ref))
 
 
 def _split(manifest: Manifest, rows: pd.DataFrame, *, test: bool = False) -> Split:

@@ -4,8 +4,11 @@ For a batch of L2-normalised features f_i with labels y_i and a feature bank:
 
 - class centres w_k = mean of the bank's features of class k (Eq. 6), and
   ``P_clean(i) = softmax_k(w_k . f_i)[y_i]`` over the classes that have a centre (Eq. 7);
-- the exact form (Eq. 2/3) uses the mean similarity to every bank sample of class k: one matmul and a segment mean.
-  By linearity it equals w_k . f_i when the centres are the current bank means;
+- the exact form (Eq. 2/3) uses the mean similarity to every bank sample of class k. Literally that is one matmul
+  against the bank and a segment mean (:func:`exact_scores`, the reference); by linearity it equals f_i . (mean of
+  class k's bank features), so exact mode evaluates it from the bank's running class sums at the cost of centre
+  mode. What separates the modes is staleness: centre mode refreshes only the centres of the classes kept in a step
+  (Eq. 6), exact mode always reads the current bank;
 - threshold: TRM is the floor(R * n)-th smallest P of the batch (the authors' rank cut); sTRM is the mean of the last
   tau TRMs. A TRM of 1 (no sample had a centre) or NaN does not enter the window. Samples with P > sTRM are kept;
   if none would be, the batch falls back to the rank cut and the window keeps only its newest value (as in the
@@ -47,7 +50,10 @@ def segment_mean(
 
 
 def class_centres(bank: FeatureBank, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(num_classes, d) means of the bank's features per class (Eq. 6) and which classes have one."""
+    """(num_classes, d) means of the bank's features per class (Eq. 6) and which classes have one; from the bank's
+    running class sums when it keeps them, else by one pass over the bank."""
+    if bank.num_classes == num_classes:
+        return bank.class_means()
     means, counts = segment_mean(bank.feats, bank.labels, num_classes)
     return means, counts > 0
 
@@ -58,10 +64,13 @@ def centre_scores(feats: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 
 def exact_scores(feats: torch.Tensor, bank: FeatureBank, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, C) mean similarity of each sample to every bank sample of class k (Eq. 2/3), and which classes occur."""
-    sims = feats @ bank.feats.T
-    means, counts = segment_mean(sims, bank.labels, num_classes, dim=1)
-    return means, counts > 0
+    """(n, C) mean similarity of each sample to every bank sample of class k (Eq. 2/3), and which classes occur.
+
+    The similarities are computed bank-major, (M, n), so the segment mean adds contiguous rows.
+    """
+    sims = bank.feats @ feats.T
+    means, counts = segment_mean(sims, bank.labels, num_classes, dim=0)
+    return means.T, counts > 0
 
 
 def p_clean(scores: torch.Tensor, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -164,7 +173,10 @@ class PrismSelector:
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor, bank: FeatureBank) -> Selection:
         feats = feats.detach().float()
-        if self.mode == "exact":
+        if self.mode == "exact" and bank.num_classes == self.num_classes:
+            means, present = bank.class_means()
+            scores = centre_scores(feats, means)
+        elif self.mode == "exact":
             scores, present = exact_scores(feats, bank, self.num_classes)
         else:
             scores, present = centre_scores(feats, self.centres), self.has_centre
@@ -174,6 +186,8 @@ class PrismSelector:
     @torch.no_grad()
     def update_centres(self, bank: FeatureBank, labels: torch.Tensor, keep: torch.Tensor) -> None:
         """Recompute the centres of the classes kept in this step from the bank (the others keep theirs)."""
+        if self.mode == "exact":
+            return  # exact mode reads the bank itself
         means, present = class_centres(bank, self.num_classes)
         kept = torch.zeros(self.num_classes, device=means.device).index_add_(0, labels, keep.float()) > 0
         refresh = kept & present

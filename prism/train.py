@@ -35,7 +35,7 @@ from prism.models import build_model
 from prism.selection import PrismSelector
 
 # options that may differ between a run and its resumption; everything else must match the checkpoint
-RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace"}
+RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace", "compile"}
 SELECTION_METRIC = "mean_average_precision_at_r"
 SINGLE = DistContext()  # one process
 
@@ -193,6 +193,11 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     core = build_model(arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.contiguous_format
+    core = core.to(memory_format=memory_format)
+    if config.compile:
+        core.backbone.compile()  # in place: checkpoint keys stay those of the plain module
     model = (
         DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
         if ctx.distributed
@@ -210,7 +215,10 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
     bank = FeatureBank(
-        max(config.bank_size or len(data.train.files), config.batch_size), config.embed_dim, device=device
+        max(config.bank_size or len(data.train.files), config.batch_size),
+        config.embed_dim,
+        num_classes=data.num_classes if config.prism else 0,
+        device=device,
     )
     selector = (
         PrismSelector(
@@ -272,6 +280,7 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         num_workers=0 if data.small else config.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        prefetch_factor=4 if not data.small and config.workers else None,
     )
     noisy_all = torch.as_tensor(data.train.noisy, device=device)
     window_stats: list[torch.Tensor] = []
@@ -282,9 +291,12 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     model.train()
     for images, labels, rows in loader:
         it = state.iteration
-        images, labels, rows = images.to(device, non_blocking=True), labels.to(device), rows.to(device)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels, rows = labels.to(device, non_blocking=True), rows.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            local = model(images)
         # every rank sees the whole global batch; only its own share of the embeddings carries a gradient
-        emb = ctx.gather_with_grad(model(images))
+        emb = ctx.gather_with_grad(local.float())
         labels, rows = ctx.gather(labels), ctx.gather(rows)
         if selector is not None and it >= config.warmup:
             selection = selector(emb, labels, bank)

@@ -41,11 +41,16 @@ def test_exact_mode_equals_centre_mode_when_centres_are_bank_means() -> None:
     assert torch.equal(has, present) and has.sum() == 8
     assert torch.allclose(p_centre, p_exact, atol=1e-5)
     assert (p_exact[qlabels >= 8] == 1).all()  # no centre yet: counts as clean
-    # the selector in both modes, centres synchronised with the bank
+    # the selector in both modes, centres synchronised with the bank; exact mode both from a bank that keeps running
+    # class sums and from one that does not (the literal matmul + segment mean)
+    summed = FeatureBank(300, 32, num_classes=12)
+    summed.enqueue(feats[:300], labels[:300])
     centre_sel, exact_sel = PrismSelector(12, 32, mode="centre"), PrismSelector(12, 32, mode="exact")
     centre_sel.update_centres(bank, labels[:300], torch.ones(300, dtype=torch.bool))
-    a, b = centre_sel(queries, qlabels, bank), exact_sel(queries, qlabels, bank)
+    a, b = centre_sel(queries, qlabels, bank), exact_sel(queries, qlabels, summed)
+    c = PrismSelector(12, 32, mode="exact")(queries, qlabels, bank)
     assert torch.allclose(a.p, b.p, atol=1e-5) and torch.equal(a.keep, b.keep)
+    assert torch.allclose(c.p, b.p, atol=1e-5) and torch.equal(c.keep, b.keep)
 
 
 def test_p_clean_is_the_softmax_over_present_classes() -> None:
@@ -135,3 +140,19 @@ def test_first_step_keeps_everything() -> None:
     feats, labels = _clustered(8, 4)
     sel = selector(feats, labels, bank)
     assert sel.keep.all() and (sel.p == 1).all()
+
+
+def test_running_class_sums_equal_a_pass_over_the_bank() -> None:
+    """The bank's class sums survive wrap-around eviction and masked enqueues exactly (to float64 rounding)."""
+    g = torch.Generator().manual_seed(7)
+    bank = FeatureBank(50, 16, num_classes=6)
+    for step in range(40):
+        feats = F.normalize(torch.randn(12, 16, generator=g), dim=1)
+        labels = torch.randint(0, 6, (12,), generator=g)
+        bank.enqueue(feats, labels, torch.rand(12, generator=g) > 0.3)
+        running, present = bank.class_means()
+        plain = FeatureBank(50, 16)
+        plain.enqueue(bank.feats, bank.labels, bank.labels >= 0)
+        reference, present_ref = class_centres(plain, 6)
+        assert torch.equal(present, present_ref), step
+        assert torch.allclose(running, reference, atol=1e-6), step
