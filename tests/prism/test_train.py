@@ -204,3 +204,27 @@ def test_corrupted_checkpoint(runner, noisy_digits: str, tmp_path: Path) -> None
     )
     _fails(runner, ["eval", "--checkpoint", str(out / "last.pt"), "--dataset", noisy_digits], "last.pt")
     _fails(runner, ["eval", "--checkpoint", str(out / "absent.pt"), "--dataset", noisy_digits], "does not exist")
+
+
+def test_metrics_equal_pml_on_trained_embeddings(noisy_digits: str, tmp_path: Path) -> None:
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from torch.utils.data import DataLoader
+
+    from prism.data import Images, eval_transform, prepare
+    from prism.evaluate import embed_loader, retrieval_metrics
+    from prism.models import build_model
+
+    out = tmp_path / "run"
+    train(TrainConfig(dataset=noisy_digits, iterations=20, out=str(out), **FAST), progress=False)
+    data = prepare(noisy_digits, val_fraction=0.2, seed=0)
+    model = build_model("small_cnn", embed_dim=128, weights="random", seed=0)
+    model.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
+    loader = DataLoader(Images(data.test, eval_transform(True, 224), preload=True), batch_size=256)
+    emb, labels = embed_loader(model, loader, torch.device("cpu"))
+    ours = retrieval_metrics(emb, labels)
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r", "r_precision"), k="max_bin_count"
+    )
+    ref = calc.get_accuracy(torch.from_numpy(emb), torch.from_numpy(labels))
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
