@@ -176,6 +176,60 @@ def import_lists(
     _report_variant(path, report, start)
 
 
+@app.command()
+@user_errors
+def publish(
+    name: Annotated[str, typer.Argument(help="A built dataset (noisekit build NAME)")],
+    out: Annotated[Path, typer.Option("--out", help="The dataset repository folder to write or update")],
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="A variant to publish; repeat for more (default: all)")
+    ] = None,
+    push: Annotated[str | None, typer.Option("--push", help="Then upload the folder to the Hub as OWNER/REPO")] = None,
+    labels_only: Annotated[bool, typer.Option(help="Ids, paths and labels without the image bytes")] = False,
+    max_shard_size: Annotated[str, typer.Option(help="Largest Parquet shard, e.g. 500MB or 2GB")] = "500MB",
+    overwrite: Annotated[bool, typer.Option(help="Replace configurations that exist with different content")] = False,
+) -> None:
+    """Write NAME's variants as a Hugging Face dataset folder (one configuration each) with a dataset card."""
+    from noisekit.cards import images_allowed
+    from noisekit.hub import check_repo_id, require_token
+    from noisekit.hub import push as push_folder
+    from noisekit.publish import PublishOptions, parse_size
+    from noisekit.publish import publish as run_publish
+
+    start = time.perf_counter()
+    size = parse_size(max_shard_size)
+    if push is not None:  # refuse a bad id or a missing token before anything is written
+        check_repo_id(push)
+        require_token()
+    result = run_publish(name, out, PublishOptions(tuple(variant or ()), labels_only, size, overwrite, push))
+    if not labels_only and not images_allowed(name):
+        typer.echo(
+            f"warning: the licence of {name}'s images does not allow public redistribution; keep the repository "
+            "private or publish --labels-only",
+            err=True,
+        )
+    what = f"wrote {', '.join(result.written)}" if result.written else "nothing to write"
+    kept = f"; unchanged: {', '.join(result.unchanged)}" if result.unchanged else ""
+    typer.echo(
+        f"published {name}: {what}{kept}; {len(result.configs)} configuration(s), {result.files} files, "
+        f"{result.bytes / 1e6:,.1f} MB in {time.perf_counter() - start:.1f}s -> {result.out}"
+    )
+    if push is not None:
+        typer.echo(f"pushed {result.out.name} to {push}: {push_folder(result.out, push)}")
+
+
+@app.command()
+@user_errors
+def load(
+    repo_or_dir: Annotated[str, typer.Argument(help="A published folder or a Hub dataset OWNER/REPO")],
+    config: Annotated[str | None, typer.Option(help="The configuration (variant) to load")] = None,
+) -> None:
+    """Load one configuration with datasets and summarise it: splits, rows, features, noise rate."""
+    from noisekit.hub import render, summary
+
+    typer.echo(render(summary(repo_or_dir, config)))
+
+
 def main() -> None:
     app()
 
