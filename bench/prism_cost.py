@@ -101,6 +101,7 @@ def main() -> None:
         "exact": lambda: step("exact"),
         "select_centre": lambda: select_only("centre"),
         "select_exact": lambda: select_only("exact"),
+        "select_literal": select_literal,
     }
     for fn in variants.values():  # warm-up: allocator, kernels
         fn()
