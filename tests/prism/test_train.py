@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from cli_checks import one_line_error
 from PIL import Image
 
 from noisekit.build import build
@@ -152,12 +153,7 @@ def test_yaml_config_and_flag_override(noisy_digits: str, tmp_path: Path, runner
 
 
 def _fails(runner, args: list[str], *needles: str) -> None:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    one_line_error(runner.invoke(app, args), *needles)
 
 
 def test_one_class_dataset(runner, home: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_line_error
 from fakes import PRISM_LISTS, fake_cars_folders, prism_cars_classes, prism_cars_images
 
 from noisekit.build import BuildOptions, build
@@ -54,16 +55,10 @@ def _cli(runner, *args: str | Path) -> str:
 
 
 def _fails(runner, home: Path, args: list[str | Path], *needles: str) -> str:
-    result = runner.invoke(app, ["import-lists", *map(str, args)])
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    line = one_line_error(runner.invoke(app, ["import-lists", *map(str, args)]), *needles)
     written = sorted(p.name for p in (home / "cars").iterdir()) if (home / "cars").exists() else []
     assert written in ([], ["clean.json", "clean.parquet"]), written  # no variant, no temporary file
-    return lines[0]
+    return line
 
 
 def _edited(tmp_path: Path, source: Path, edit) -> Path:

@@ -5,20 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 from fakes import fake_cars, fake_cub, fake_sop
 
 from noisekit.cli import app
 
 
 def _fails(runner, args: list[str], *needles: str) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(runner.invoke(app, args), *needles)
 
 
 def _no_manifest(home: Path, name: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 from fakes import fake_cars, fake_cars_folders, prism_cars_classes
 
 from noisekit.build import BuildOptions, build
@@ -18,13 +19,7 @@ def _files(classes: list[str], per_class: int) -> list[str]:
 
 
 def _fails(runner, args: list[str], *needles: str) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(runner.invoke(app, args), *needles)
 
 
 def test_class_folders_standard_split(tmp_path: Path) -> None:
