@@ -7,7 +7,7 @@ from pathlib import Path
 
 from noisekit.download import ARCHIVES, download_and_extract
 from noisekit.errors import NoisekitError
-from noisekit.manifest import write_manifest
+from noisekit.manifest import write_json, write_manifest
 from noisekit.paths import data_home, manifest_path
 from noisekit.sources import cars, cub, digits, food101n, sop
 from noisekit.sources.common import BuildResult
@@ -74,4 +74,7 @@ def build_manifest(name: str, options: BuildOptions = BuildOptions()) -> BuildRe
 def build(name: str, options: BuildOptions = BuildOptions()) -> tuple[Path, BuildResult]:
     """Build ``name`` and write ``$NOISEKIT_HOME/NAME/clean.parquet``; return its path and the build result."""
     result = build_manifest(name, options)
-    return write_manifest(result.manifest, manifest_path(name)), result
+    path = write_manifest(result.manifest, manifest_path(name))
+    for report, payload in result.reports.items():
+        write_json(path.with_suffix(f".{report}.json"), payload)
+    return path, result

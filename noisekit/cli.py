@@ -230,6 +230,45 @@ def load(
     typer.echo(render(summary(repo_or_dir, config)))
 
 
+@app.command()
+@user_errors
+def crawl(
+    manifest: Annotated[
+        Path, typer.Argument(help="url,label list: headerless CSV, CSV/TSV with a header, JSONL or Parquet")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the images and the record crawl.parquet")],
+    workers: Annotated[int, typer.Option(help="Download threads")] = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds to connect and per read (a body gets 4x in all)")] = 10.0,
+    retries: Annotated[int, typer.Option(help="Retries of connection errors, 429 and 5xx (backoff, Retry-After)")] = 3,
+    max_bytes: Annotated[int, typer.Option(help="Largest body accepted, in bytes")] = 20 * 2**20,
+    max_pixels: Annotated[int, typer.Option(help="Largest image in pixels (decompression bombs)")] = 89_478_485,
+    max_per_host: Annotated[int, typer.Option(help="Requests in flight to one host at most")] = 16,
+    resume: Annotated[bool, typer.Option(help="Continue a crawl in --out: skip the rows already finished")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Continue a crawl in --out, fetching failed rows again")] = False,
+    url_rewrite: Annotated[
+        list[str] | None, typer.Option("--url-rewrite", help="FROM=TO: replace FROM in each URL; repeatable")
+    ] = None,
+) -> None:
+    """Download every image of a URL list into --out, verify it, and record each row's outcome."""
+    from noisekit.crawl import CrawlOptions
+    from noisekit.crawl import crawl as run_crawl
+    from noisekit.url_list import parse_rewrite
+
+    rewrites = tuple(parse_rewrite(spec) for spec in url_rewrite or ())
+    options = CrawlOptions(
+        workers=workers,
+        timeout=timeout,
+        retries=retries,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_per_host=max_per_host,
+        resume=resume,
+        retry_failed=retry_failed,
+        url_rewrites=rewrites,
+    )
+    typer.echo(run_crawl(manifest, out, options).line())
+
+
 def main() -> None:
     app()
 

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import requests
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from noisekit import __version__
@@ -72,9 +73,22 @@ ARCHIVES: dict[str, tuple[Archive, ...]] = {
 }
 
 
-def http_session(*, retries: int = 3, backoff: float = 0.5) -> requests.Session:
+MAX_RETRY_AFTER = 60.0  # seconds; a server asking for a longer pause gets this one, so no row can hang for hours
+
+
+class CappedRetry(Retry):
+    """urllib3's Retry, honouring Retry-After up to :data:`MAX_RETRY_AFTER` seconds (urllib3 itself has no cap)."""
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER)
+
+
+def http_session(
+    *, retries: int = 3, backoff: float = 0.5, user_agent: str = USER_AGENT, pool_maxsize: int = 10
+) -> requests.Session:
     """A Session that retries connection errors, 429 and 5xx with exponential backoff and Retry-After."""
-    retry = Retry(
+    retry = CappedRetry(
         total=retries,
         backoff_factor=backoff,
         status_forcelist=(429, 500, 502, 503, 504),
@@ -83,10 +97,10 @@ def http_session(*, retries: int = 3, backoff: float = 0.5) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=pool_maxsize)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
+    session.headers["User-Agent"] = user_agent
     return session
 
 

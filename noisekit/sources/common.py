@@ -15,11 +15,15 @@ from noisekit.manifest import Manifest, ManifestMeta, make_frame
 
 @dataclass
 class BuildResult:
-    """A built manifest plus what the builder had to leave out (listed images absent on disk)."""
+    """A built manifest plus what the builder had to leave out (listed images absent on disk).
+
+    ``reports[name]`` is written beside the manifest as ``<stem>.<name>.json`` (e.g. ``clean.leakage.json``).
+    """
 
     manifest: Manifest
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reports: dict[str, dict] = field(default_factory=dict)
 
 
 def require_dir(path: Path, *, what: str) -> Path:
