@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from noisekit import __version__
 from noisekit.errors import NoisekitError
 from noisekit.fetch import KINDS, Fetched
-from noisekit.manifest import atomic_path
+from noisekit.manifest import atomic_path, read_parquet
 
 RECORD = "crawl.parquet"
 JOURNAL = "crawl.journal.jsonl"
@@ -146,10 +146,7 @@ def load_record(out: Path) -> Record:
     path = out / RECORD
     if not path.is_file():
         raise NoisekitError(f"{out} holds no {RECORD}; is it a folder `noisekit crawl --out` wrote?")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise NoisekitError(f"{path}: not a readable Parquet file ({exc})") from None
+    table = read_parquet(path, what="crawl record")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise NoisekitError(f"{path}: missing column(s) {', '.join(missing)}; not a noisekit crawl record")

@@ -232,14 +232,19 @@ def write_manifest(manifest: Manifest, path: Path) -> Path:
     return path
 
 
+def read_parquet(path: Path, *, what: str) -> pa.Table:
+    """A Parquet file as a table, or a one-line error naming the file and what it should have been."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise NoisekitError(f"{path}: not a readable Parquet {what} ({exc})") from None
+
+
 def read_manifest(path: Path | str) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise NoisekitError(f"manifest {path} does not exist")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise NoisekitError(f"{path}: not a readable Parquet manifest ({exc})") from None
+    table = read_parquet(path, what="manifest")
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise NoisekitError(f"{path}: Parquet file has no noisekit metadata; is it a noisekit manifest?")

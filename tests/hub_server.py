@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from loopback import serving
+
 
 @dataclass
 class HubRecord:
@@ -99,11 +101,5 @@ def _handler(record: HubRecord, lock: threading.Lock) -> type[http.server.BaseHT
 def fake_hub() -> Iterator[tuple[str, HubRecord]]:
     """Serve the fake Hub on a free port; yield (endpoint URL, what it records)."""
     record, lock = HubRecord(), threading.Lock()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(record, lock))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", record
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(record, lock))) as url:
+        yield url, record

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+from loopback import serving
 from PIL import Image
 
 Route = Callable[["Handler", int], None]  # (handler, how many times this path was requested before) -> response
@@ -128,13 +129,8 @@ class Server(http.server.ThreadingHTTPServer):
 @contextmanager
 def running() -> Iterator[Server]:
     server = Server()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def shared_key(path: str) -> str:
