@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from urllib.parse import urlsplit
 import requests
 from PIL import Image, ImageFile, UnidentifiedImageError
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
+
+from noisekit.manifest import atomic_path
 
 # Status kinds, one per way a row can end. "ok" is the only success.
 OK = "ok"
@@ -208,18 +208,8 @@ def store(body: bytes, digest: str, fmt: str, out: Path) -> str:
     target = out / rel
     if target.is_file():
         return rel
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except FileNotFoundError:  # the first file of its folder
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(body)
     return rel
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
-from noisekit.manifest import atomic_path
+from noisekit.manifest import atomic_path, write_json
 from prism.config import TrainConfig, save_config
 from prism.data import Images, PKBatches, TrainingData, eval_transform, prepare, train_transform
 from prism.dist import DistContext, setup, sync_batchnorm, teardown
@@ -450,8 +450,7 @@ def finish(
         return summary
     with atomic_path(out / "noise_report.parquet") as tmp:
         report.to_parquet(tmp, index=False)
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(out / "summary.json", summary)
     plot_curves(state, out / "curves.png", title=f"{config.dataset}  {config.loss}{' + PRISM' if config.prism else ''}")
     return summary
 
