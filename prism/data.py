@@ -171,9 +171,14 @@ class PKBatches(Sampler[list[tuple[int, int]]]):
         return self.stop - self.start
 
 
+def small_transform() -> transforms.Compose:
+    """Small images (digits) are fed as they are, without augmentation, for training and evaluation alike."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
 def train_transform(small: bool, size: int) -> transforms.Compose:
     if small:
-        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return small_transform()
     return transforms.Compose(
         [
             transforms.RandomResizedCrop(size, scale=(0.16, 1.0)),
@@ -186,7 +191,7 @@ def train_transform(small: bool, size: int) -> transforms.Compose:
 
 def eval_transform(small: bool, size: int) -> transforms.Compose:
     if small:
-        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return small_transform()
     from noisekit.features import eval_transform as imagenet_eval
 
     return imagenet_eval(size)

@@ -32,21 +32,14 @@ from prism.memory import FeatureBank
 MODES = ("centre", "exact")
 
 
-def segment_mean(
-    values: torch.Tensor, segments: torch.Tensor, num_segments: int, *, dim: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of ``values`` along ``dim`` per segment id in ``segments`` (-1 = ignore); returns (means, counts)."""
+def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the rows of ``values`` (M, k) per segment id in ``segments`` (M,) (-1 = ignore): (means, counts)."""
     valid = segments >= 0
     index = segments.clamp(min=0)
-    shape = list(values.shape)
-    shape[dim] = num_segments
-    masked = values * valid.view([-1 if d == dim else 1 for d in range(values.dim())]).to(values.dtype)
-    sums = torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(dim, index, masked)
-    counts = torch.zeros(num_segments, dtype=values.dtype, device=values.device).index_add_(
-        0, index, valid.to(values.dtype)
-    )
-    view = [-1 if d == dim else 1 for d in range(values.dim())]
-    return sums / counts.clamp(min=1).view(view), counts
+    weights = valid.to(values.dtype)
+    sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, index, values * weights.unsqueeze(1))
+    counts = values.new_zeros(num_segments).index_add_(0, index, weights)
+    return sums / counts.clamp(min=1).unsqueeze(1), counts
 
 
 def class_centres(bank: FeatureBank, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +62,7 @@ def exact_scores(feats: torch.Tensor, bank: FeatureBank, num_classes: int) -> tu
     The similarities are computed bank-major, (M, n), so the segment mean adds contiguous rows.
     """
     sims = bank.feats @ feats.T
-    means, counts = segment_mean(sims, bank.labels, num_classes, dim=0)
+    means, counts = segment_mean(sims, bank.labels, num_classes)
     return means.T, counts > 0
 
 
