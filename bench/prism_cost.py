@@ -7,7 +7,7 @@ and the selection alone (P_clean, threshold, centre refresh) in centre and exact
 classes, a bank of 59,551 x 128, batch 64. GPU: ResNet-50 at 224 px in bf16; CPU: the small CNN at 32 px in fp32.
 The paper reports PRISM / MCL = 1.058 (1,777 s vs 1,679 s on SOP) and exact / centre = 7.3 overall.
 
-    .venv/bin/python bench/prism_cost.py [--device cuda] [--rounds 5] [--steps 10] [--throughput 300]
+    .venv/bin/python bench/prism_cost.py [--device cuda] [--rounds 5] [--steps 10] [--throughput 300] [--compile]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--throughput", type=int, default=0, help="then run this many PRISM steps for images/s")
+    parser.add_argument("--compile", action="store_true", help="also time the PRISM step with a compiled backbone")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -49,6 +50,12 @@ def main() -> None:
     if gpu:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    compiled = None
+    if args.compile:  # a second copy, compiled as prism train --compile does
+        compiled = build_model(arch, embed_dim=args.dim, weights="random", seed=0).to(device)
+        compiled = compiled.to(memory_format=torch.channels_last) if gpu else compiled
+        compiled.backbone.compile()
+        compiled_optimizer = torch.optim.Adam(compiled.parameters(), lr=1e-5)
     loss_fn = MemoryContrastiveLoss()
     bank = FeatureBank(args.bank, args.dim, num_classes=args.classes, device=device)
     fill = F.normalize(torch.randn(args.bank, args.dim, generator=g), dim=1)
@@ -68,17 +75,17 @@ def main() -> None:
     # 16 classes x 4 images, as a P x K batch draws them
     labels = torch.randint(0, args.classes, (16,), generator=g).repeat_interleave(4).to(device)
 
-    def step(mode: str | None) -> None:
+    def step(mode: str | None, net: torch.nn.Module = model, opt: torch.optim.Optimizer = optimizer) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-            emb = model(images).float()
+            emb = net(images).float()
         if mode is None:
             keep = torch.ones(args.batch, dtype=torch.bool, device=device)
         else:
             keep = selectors[mode](emb, labels, bank).keep
         loss = loss_fn(emb, labels, keep, bank)
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
         bank.enqueue(emb.detach(), labels, keep)
         if mode is not None:
             selectors[mode].update_centres(bank, labels, keep)
@@ -103,6 +110,12 @@ def main() -> None:
         "select_exact": lambda: select_only("exact"),
         "select_literal": select_literal,
     }
+    if compiled is not None:
+        variants["compiled"] = lambda: step("centre", compiled, compiled_optimizer)
+        start = time.perf_counter()
+        variants["compiled"]()
+        sync(device)
+        print(f"compiling the backbone and the first compiled step: {time.perf_counter() - start:.1f} s")
     for fn in variants.values():  # warm-up: allocator, kernels
         fn()
         fn()
@@ -126,6 +139,11 @@ def main() -> None:
     for k in ("select_centre", "select_exact", "select_literal"):
         print(f"  {k:<12} {best[k]:9.2f} ms")
     print(f"ratio PRISM (centre) step / plain MCL step: {best['centre'] / best['plain']:.3f}   (paper: 1.058)")
+    if compiled is not None:
+        print(
+            f"  step compiled {best['compiled']:9.2f} ms; ratio compiled / eager PRISM step: "
+            f"{best['compiled'] / best['centre']:.3f}"
+        )
     print(
         f"ratio exact / centre, whole step: {best['exact'] / best['centre']:.3f}; "
         f"selection alone: {best['select_exact'] / best['select_centre']:.3f}   (paper: 7.3 overall)"

@@ -52,6 +52,9 @@ def train(
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
+    decode: Annotated[
+        str | None, typer.Option(help="Who decodes training JPEGs: workers (CPU) or device (nvJPEG on CUDA)")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
 ) -> None:
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split."""

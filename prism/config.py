@@ -48,6 +48,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32, bf16
     channels_last: bool = True  # NHWC images and weights on GPU (ignored on CPU)
     compile: bool = False  # torch.compile the backbone
+    decode: str = "workers"  # workers: DataLoader workers decode and augment; device: the training device decodes JPEGs
     trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class TrainConfig:
             )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise NoisekitError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.decode not in ("workers", "device"):
+            raise NoisekitError(f"--decode must be workers or device, got {self.decode!r}")
         if self.select not in ("val", "last"):
             raise NoisekitError(f"--select must be val or last, got {self.select!r}")
         if not 0.0 <= self.val_fraction < 1.0:

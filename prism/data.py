@@ -6,7 +6,8 @@ uninterrupted run would, and a sample's augmentation is seeded by (seed, i, slot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as tvf
 
 from noisekit.errors import NoisekitError
-from noisekit.features import IMAGENET_MEAN, IMAGENET_STD
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import resolve_manifest
 
@@ -171,56 +174,86 @@ class PKBatches(Sampler[list[tuple[int, int]]]):
         return self.stop - self.start
 
 
-def small_transform() -> transforms.Compose:
-    """Small images (digits) are fed as they are, without augmentation, for training and evaluation alike."""
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+# RandomResizedCrop's scale range (the smallest crop keeps 16% of the image's area) and aspect ratios
+CROP_SCALE = (0.16, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def train_transform(small: bool, size: int) -> transforms.Compose:
+class CropFlip:
+    """RandomResizedCrop to ``size`` and a horizontal flip with probability 1/2, on uint8 CHW tensors.
+
+    The draws depend only on the image's height and width and the torch random state (:meth:`draw`), so a worker
+    that only reads a JPEG's header draws exactly the crop that :meth:`__call__` would draw on the decoded image.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def draw(self, height: int, width: int) -> tuple[tuple[int, int, int, int], bool]:
+        shape_only = torch.zeros(()).expand(1, height, width)  # get_params reads the shape only
+        box = transforms.RandomResizedCrop.get_params(shape_only, list(CROP_SCALE), list(CROP_RATIO))
+        return tuple(box), bool(torch.rand(1) < 0.5)
+
+    def apply(self, image: torch.Tensor, box: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
+        out = tvf.resized_crop(image, *box, [self.size, self.size], antialias=True)
+        return tvf.horizontal_flip(out) if flip else out
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return self.apply(image, *self.draw(*image.shape[-2:]))
+
+
+def train_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 CHW in and out: the model converts and normalises on its device (4x less to move than float32).
+    Small images (digits) are fed as they are, without augmentation, for training and evaluation alike."""
+    return v2.Identity() if small else CropFlip(size)
+
+
+def eval_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Resize the short side to 8/7 of the crop, centre-crop (the ImageNet evaluation recipe); uint8 CHW."""
     if small:
-        return small_transform()
-    return transforms.Compose(
-        [
-            transforms.RandomResizedCrop(size, scale=(0.16, 1.0)),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+        return v2.Identity()
+    return v2.Compose([v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)])
 
 
-def eval_transform(small: bool, size: int) -> transforms.Compose:
-    if small:
-        return small_transform()
-    from noisekit.features import eval_transform as imagenet_eval
-
-    return imagenet_eval(size)
+def read_image(path: Path) -> torch.Tensor:
+    """(3, height, width) uint8 RGB. JPEGs are decoded by torchvision's libjpeg-turbo decoder (with the tensor
+    transforms about 1.7x the rate of PIL + ToTensor, bench/pipeline.py); other formats and the JPEGs it refuses
+    by PIL."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NoisekitError(f"{path}: cannot read image ({exc})") from None
+    if data.startswith(JPEG_MAGIC):
+        try:
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass  # PIL decodes what it can and names the problem otherwise
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return tvf.pil_to_tensor(image.convert("RGB"))
+    except OSError as exc:
+        raise NoisekitError(f"{path}: cannot read image ({exc})") from None
 
 
 class Images(Dataset):
-    """Index -> (image tensor, training label, row). Keys may be a row or (row, augmentation seed).
+    """Index -> (uint8 image tensor, training label, row). Keys may be a row or (row, augmentation seed).
 
     Small images are decoded once and kept in memory.
     """
 
-    def __init__(self, split: Split, transform: transforms.Compose, *, preload: bool = False) -> None:
+    def __init__(
+        self, split: Split, transform: Callable[[torch.Tensor], torch.Tensor], *, preload: bool = False
+    ) -> None:
         self.split, self.transform = split, transform
-        self.cache = [self._open(i) for i in range(len(split.files))] if preload else None
-
-    def _open(self, row: int) -> Image.Image:
-        path = self.split.files[row]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except OSError as exc:
-            raise NoisekitError(f"{path}: cannot read image ({exc})") from None
+        self.cache = [read_image(path) for path in split.files] if preload else None
 
     def __len__(self) -> int:
         return len(self.split.files)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         row, aug = key if isinstance(key, tuple) else (key, None)
-        image = self.cache[row] if self.cache is not None else self._open(row)
+        image = self.cache[row] if self.cache is not None else read_image(self.split.files[row])
         if aug is None:
             tensor = self.transform(image)
         else:
@@ -228,3 +261,70 @@ class Images(Dataset):
                 torch.manual_seed(aug)
                 tensor = self.transform(image)
         return tensor, int(self.split.labels[row]), row
+
+
+@dataclass
+class Encoded:
+    """A batch whose JPEGs the training device decodes: file bytes, crop boxes and flips drawn by the workers.
+
+    ``data[i]`` is a JPEG's bytes (1-D uint8) where ``jpeg[i]``, else the finished (3, size, size) uint8 crop that a
+    worker made on the CPU (PNG, CMYK JPEG, ...). ``boxes`` rows are (top, left, height, width).
+    """
+
+    data: list[torch.Tensor]
+    jpeg: list[bool]
+    boxes: torch.Tensor
+    flips: torch.Tensor
+
+
+class EncodedImages(Dataset):
+    """Training images for decoding on the device (``--decode device``): a worker reads the file and its header and
+    draws the crop and flip that :class:`CropFlip` draws under the same seed; the device decodes the batch (nvJPEG
+    on CUDA) and crops, resizes and flips there (:func:`decode_batch`). Keys are (row, augmentation seed)."""
+
+    def __init__(self, split: Split, size: int) -> None:
+        self.split, self.crop = split, CropFlip(size)
+        self.fallback = Images(split, self.crop)
+
+    def __len__(self) -> int:
+        return len(self.split.files)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, bool, tuple[int, ...], bool, int, int]:
+        row, aug = key
+        path = self.split.files[row]
+        try:
+            with Image.open(path) as image:  # parses the header only
+                jpeg = image.format == "JPEG" and image.mode in ("RGB", "L")
+                width, height = image.size
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8) if jpeg else None
+        except OSError as exc:
+            raise NoisekitError(f"{path}: cannot read image ({exc})") from None
+        if jpeg:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(aug)
+                box, flip = self.crop.draw(height, width)
+        else:
+            data, box, flip = self.fallback[key][0], (0, 0, 0, 0), False
+        return data, jpeg, box, flip, int(self.split.labels[row]), row
+
+
+def collate_encoded(items: list[tuple]) -> tuple[Encoded, torch.Tensor, torch.Tensor]:
+    data, jpeg, boxes, flips, labels, rows = zip(*items, strict=True)
+    encoded = Encoded(list(data), list(jpeg), torch.tensor(boxes), torch.tensor(flips))
+    return encoded, torch.tensor(labels), torch.tensor(rows)
+
+
+def decode_batch(batch: Encoded, size: int, device: torch.device) -> torch.Tensor:
+    """(n, 3, size, size) uint8 on ``device``: decode the batch's JPEGs there (nvJPEG on CUDA, one batched call), then
+    crop, resize and flip each with the worker's draws. On the CPU this equals the workers path exactly."""
+    crop = CropFlip(size)
+    out = torch.empty((len(batch.data), 3, size, size), dtype=torch.uint8, device=device)
+    jpegs = [i for i, is_jpeg in enumerate(batch.jpeg) if is_jpeg]
+    decoded = decode_jpeg([batch.data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
+    for i, image in zip(jpegs, decoded, strict=True):
+        box, flip = tuple(batch.boxes[i].tolist()), bool(batch.flips[i])
+        out[i] = crop.apply(image, box, flip)
+    for i, is_jpeg in enumerate(batch.jpeg):
+        if not is_jpeg:  # finished on the CPU
+            out[i] = batch.data[i].to(device, non_blocking=True)
+    return out

@@ -22,6 +22,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    group: bool = False  # started by torchrun: a process group exists, also with a single process
 
     @property
     def is_main(self) -> bool:
@@ -29,7 +30,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Under torchrun, even with one process: the same collectives, DDP and synchronised BatchNorm run."""
+        return self.group
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's ``tensor`` (same shape on all ranks) in rank order; no gradient."""
@@ -100,10 +102,11 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def setup(device: str) -> DistContext:
-    """Join the process group that ``torchrun`` describes in the environment; a single process otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    """Join the process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``, also for one
+    process, so that ``--nproc_per_node 1`` runs the multi-GPU code path); a plain single process otherwise."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistContext(device=torch.device(device))
+    world_size = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda")
     if cuda:
@@ -113,7 +116,7 @@ def setup(device: str) -> DistContext:
         target = torch.device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return DistContext(rank=rank, world_size=world_size, device=target)
+    return DistContext(rank=rank, world_size=world_size, device=target, group=True)
 
 
 def teardown(ctx: DistContext) -> None:

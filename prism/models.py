@@ -10,7 +10,7 @@ from torch import nn
 from torchvision import models
 
 from noisekit.errors import NoisekitError
-from noisekit.features import imagenet_state_dict, load_state_dict_file
+from noisekit.features import IMAGENET_MEAN, IMAGENET_STD, imagenet_state_dict, load_state_dict_file
 
 
 class SmallCNN(nn.Module):
@@ -48,10 +48,16 @@ def resnet_trunk(arch: str, weights: str) -> tuple[nn.Module, int]:
 
 
 class Embedder(nn.Module):
-    """images -> (n, embed_dim) L2-normalised embeddings."""
+    """images -> (n, embed_dim) L2-normalised embeddings.
+
+    uint8 images (what prism's data pipeline yields) are scaled to [0, 1] and normalised with the ImageNet mean and
+    std here, on the model's device; float images are taken as already normalised.
+    """
 
     def __init__(self, arch: str, *, embed_dim: int, weights: str = "random") -> None:
         super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if arch == "small_cnn":
             self.backbone, dim = SmallCNN(), SmallCNN.out_dim
         else:
@@ -59,6 +65,8 @@ class Embedder(nn.Module):
         self.head = nn.Linear(dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = (x.float().div(255) - self.mean) / self.std  # the same operations as ToTensor + Normalize
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
 

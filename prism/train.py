@@ -26,7 +26,17 @@ from tqdm import tqdm
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path, write_json
 from prism.config import TrainConfig, save_config
-from prism.data import Images, PKBatches, TrainingData, eval_transform, prepare, train_transform
+from prism.data import (
+    EncodedImages,
+    Images,
+    PKBatches,
+    TrainingData,
+    collate_encoded,
+    decode_batch,
+    eval_transform,
+    prepare,
+    train_transform,
+)
 from prism.dist import DistContext, setup, sync_batchnorm, teardown
 from prism.evaluate import embed_loader, retrieval_metrics
 from prism.losses import build_loss
@@ -273,10 +283,16 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    dataset = Images(data.train, train_transform(data.small, config.image_size), preload=data.small)
+    on_device = config.decode == "device" and not data.small
+    dataset = (
+        EncodedImages(data.train, config.image_size)
+        if on_device
+        else Images(data.train, train_transform(data.small, config.image_size), preload=data.small)
+    )
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
+        collate_fn=collate_encoded if on_device else None,
         num_workers=0 if data.small else config.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
@@ -291,6 +307,8 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     model.train()
     for images, labels, rows in loader:
         it = state.iteration
+        if on_device:
+            images = decode_batch(images, config.image_size, device)
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels, rows = labels.to(device, non_blocking=True), rows.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -349,6 +367,7 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
             window_stats.clear()
             row = {
                 "iteration": state.iteration,
+                "seconds": round(time.perf_counter() - start_time, 3),  # since this (resumed) run's loop began
                 "loss": float(s[:, 0].mean()),
                 "kept": float(s[:, 1].mean()),
                 "threshold": float(np.nanmean(s[:, 2])) if np.isfinite(s[:, 2]).any() else None,
@@ -366,7 +385,11 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
                     "iteration": state.iteration,
                     "split": "val",
                     **metrics,
-                    **{k: v for k, v in (state.steps[-1] if state.steps else {}).items() if k != "iteration"},
+                    **{
+                        k: v
+                        for k, v in (state.steps[-1] if state.steps else {}).items()
+                        if k not in ("iteration", "seconds")
+                    },
                 }
             )
             # select=last, or no validation split: the newest model is the best one
@@ -445,6 +468,8 @@ def finish(
         "test": test,
         "noise_detection": noise,
         "train_seconds": round(seconds, 1),
+        "processes": ctx.world_size,
+        "backend": torch.distributed.get_backend() if ctx.distributed else None,
     }
     if not ctx.is_main:
         return summary

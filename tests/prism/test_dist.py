@@ -23,8 +23,10 @@ def _run(args: list[str], home: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
-@pytest.mark.parametrize("loss", ["mcl", "softtriple"])
-def test_two_processes_equal_one(home: Path, tmp_path: Path, loss: str) -> None:
+@pytest.mark.parametrize(("loss", "nproc"), [("mcl", 2), ("softtriple", 2), ("mcl", 1)])
+def test_torchrun_equals_one_process(home: Path, tmp_path: Path, loss: str, nproc: int) -> None:
+    """2 processes split each batch; 1 process under torchrun still runs the process-group path (DDP, gathers,
+    synchronised BatchNorm), as ``torchrun --nproc_per_node 1`` on one GPU does with nccl."""
     _, clean = build("digits")
     save_variant(symmetric(clean.manifest, rate=0.5, seed=0))
     config = tmp_path / "run.yaml"
@@ -51,7 +53,7 @@ def test_two_processes_equal_one(home: Path, tmp_path: Path, loss: str) -> None:
             "torch.distributed.run",
             "--standalone",
             "--nproc_per_node",
-            "2",
+            str(nproc),
             "-m",
             "prism",
             "train",
@@ -78,5 +80,6 @@ def test_two_processes_equal_one(home: Path, tmp_path: Path, loss: str) -> None:
         assert torch.allclose(w1[key], w2[key], atol=1e-5, rtol=1e-4), key
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (s1["processes"], s1["backend"], s2["processes"], s2["backend"]) == (1, None, nproc, "gloo")
     assert s1["test"]["precision_at_1"] == pytest.approx(s2["test"]["precision_at_1"], abs=2e-3)
     assert not (tmp_path / "two" / "rank1").exists() and len(list((tmp_path / "two").glob("*.pt"))) == 3
