@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,14 +217,17 @@ def eval_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Ten
     return v2.Compose([v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)])
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """(3, height, width) uint8 RGB. JPEGs are decoded by torchvision's libjpeg-turbo decoder (with the tensor
-    transforms about 1.7x the rate of PIL + ToTensor, bench/pipeline.py); other formats and the JPEGs it refuses
-    by PIL."""
+def read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise NoisekitError(f"{path}: cannot read image ({exc})") from None
+
+
+def decode_image(data: bytes, path: Path) -> torch.Tensor:
+    """(3, height, width) uint8 RGB from a file's bytes. JPEGs are decoded by torchvision's libjpeg-turbo decoder
+    (with the tensor transforms about 1.7x the rate of PIL + ToTensor, bench/pipeline.py); other formats and the
+    JPEGs it refuses by PIL. ``path`` names the file in errors."""
     if data.startswith(JPEG_MAGIC):
         try:
             return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
@@ -234,6 +238,19 @@ def read_image(path: Path) -> torch.Tensor:
             return tvf.pil_to_tensor(image.convert("RGB"))
     except OSError as exc:
         raise NoisekitError(f"{path}: cannot read image ({exc})") from None
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """:func:`decode_image` of the file at ``path``."""
+    return decode_image(read_bytes(path), path)
+
+
+@contextmanager
+def seeded(aug: int) -> Iterator[None]:
+    """The torch random state seeded with ``aug`` inside, the caller's state untouched outside."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(aug)
+        yield
 
 
 class Images(Dataset):
@@ -255,12 +272,9 @@ class Images(Dataset):
         row, aug = key if isinstance(key, tuple) else (key, None)
         image = self.cache[row] if self.cache is not None else read_image(self.split.files[row])
         if aug is None:
-            tensor = self.transform(image)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(aug)
-                tensor = self.transform(image)
-        return tensor, int(self.split.labels[row]), row
+            return self.transform(image), int(self.split.labels[row]), row
+        with seeded(aug):
+            return self.transform(image), int(self.split.labels[row]), row
 
 
 @dataclass
@@ -284,7 +298,6 @@ class EncodedImages(Dataset):
 
     def __init__(self, split: Split, size: int) -> None:
         self.split, self.crop = split, CropFlip(size)
-        self.fallback = Images(split, self.crop)
 
     def __len__(self) -> int:
         return len(self.split.files)
@@ -292,20 +305,20 @@ class EncodedImages(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, bool, tuple[int, ...], bool, int, int]:
         row, aug = key
         path = self.split.files[row]
+        data = read_bytes(path)  # read once: the header is parsed and the fallback decoded from these bytes
         try:
-            with Image.open(path) as image:  # parses the header only
+            with Image.open(io.BytesIO(data)) as image:  # parses the header only
                 jpeg = image.format == "JPEG" and image.mode in ("RGB", "L")
                 width, height = image.size
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8) if jpeg else None
         except OSError as exc:
             raise NoisekitError(f"{path}: cannot read image ({exc})") from None
-        if jpeg:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(aug)
+        with seeded(aug):
+            if jpeg:
                 box, flip = self.crop.draw(height, width)
-        else:
-            data, box, flip = self.fallback[key][0], (0, 0, 0, 0), False
-        return data, jpeg, box, flip, int(self.split.labels[row]), row
+                payload = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            else:
+                payload, box, flip = self.crop(decode_image(data, path)), (0, 0, 0, 0), False
+        return payload, jpeg, box, flip, int(self.split.labels[row]), row
 
 
 def collate_encoded(items: list[tuple]) -> tuple[Encoded, torch.Tensor, torch.Tensor]:
