@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from noisekit.download import ARCHIVES, download_and_extract
+from noisekit.download import ARCHIVES, Archive, download_and_extract
 from noisekit.errors import NoisekitError
 from noisekit.manifest import write_json, write_manifest
 from noisekit.paths import data_home, manifest_path
-from noisekit.sources import cars, cub, digits, food101n, sop
+from noisekit.sources import cars, cub, digits, food101n, omniglot, sop
 from noisekit.sources.common import BuildResult
 
-DATASETS = ("cars", "cub", "sop", "food101n", "digits", "cars98n")
+DATASETS = ("cars", "cub", "sop", "food101n", "digits", "omniglot", "cars98n")
 # The folder each raw archive extracts to; `--root` may name it or its parent.
 SUBDIRS = {
     "cars": "cars196",
@@ -31,10 +31,30 @@ class BuildOptions:
     crawl: Path | None = None
     cars_root: Path | None = None
     mirror: str | None = None  # base URL serving the official archives under their own file names
+    full: bool = False  # omniglot: the full background / evaluation sets instead of the shipped small subsets
 
 
 def _locate(root: Path, subdir: str) -> Path:
     return root / subdir if (root / subdir).is_dir() else root
+
+
+def _fetch_all(archives: tuple[Archive, ...], folder: Path, options: BuildOptions) -> list[Path]:
+    if options.mirror:
+        archives = tuple(replace(a, url=f"{options.mirror.rstrip('/')}/{a.filename}") for a in archives)
+    return [download_and_extract(archive, folder) for archive in archives]
+
+
+def _omniglot_root(options: BuildOptions) -> Path:
+    folder = options.root or data_home() / "raw" / "omniglot"
+    if options.download and not options.full:
+        raise NoisekitError("omniglot's small subsets ship with noisekit; --download applies with --full")
+    if options.download:
+        _fetch_all(omniglot.ARCHIVES, folder, options)
+    elif options.full and options.root is None:
+        raise NoisekitError(
+            "omniglot --full: pass --root (the folder holding images_background/ and images_evaluation/) or --download"
+        )
+    return folder
 
 
 def _raw_root(name: str, options: BuildOptions) -> Path:
@@ -44,11 +64,7 @@ def _raw_root(name: str, options: BuildOptions) -> Path:
             raise NoisekitError(
                 f"{name} has no public download; place its raw files under --root and build without --download"
             )
-        archives = ARCHIVES[name]
-        if options.mirror:
-            archives = tuple(replace(a, url=f"{options.mirror.rstrip('/')}/{a.filename}") for a in archives)
-        roots = [download_and_extract(archive, folder) for archive in archives]
-        return roots[0]
+        return _fetch_all(ARCHIVES[name], folder, options)[0]
     if options.root is None:
         raise NoisekitError(f"--root is required for {name} (the folder of its raw files), or pass --download")
     return _locate(folder, SUBDIRS.get(name, ""))
@@ -60,6 +76,10 @@ def build_manifest(name: str, options: BuildOptions = BuildOptions()) -> BuildRe
         raise NoisekitError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "digits":
         return digits.build(options.root or data_home() / "digits" / "raw", strict=options.strict)
+    if options.full and name != "omniglot":
+        raise NoisekitError(f"--full applies to omniglot only, not {name}")
+    if name == "omniglot":
+        return omniglot.build(_omniglot_root(options), full=options.full, strict=options.strict)
     if name == "cars98n":
         from noisekit.sources import cars98n
 

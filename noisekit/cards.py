@@ -38,6 +38,7 @@ PRISM_CITATION = """The noise protocol (symmetric and Small Cluster noise, CARS-
 # How to rebuild each source's clean manifest; folder names are the ones the official archives extract to.
 BUILD = {
     "digits": "noisekit build digits",
+    "omniglot": "noisekit build omniglot",
     "cub": "noisekit build cub --root CUB_200_2011/",
     "cars": "noisekit build cars --root cars196/",
     "sop": "noisekit build sop --root Stanford_Online_Products/",

@@ -40,7 +40,7 @@ def user_errors(func: F) -> F:
 @app.command()
 @user_errors
 def build(
-    dataset: Annotated[str, typer.Argument(help="cars, cub, sop, food101n, digits or cars98n")],
+    dataset: Annotated[str, typer.Argument(help="cars, cub, sop, food101n, digits, omniglot or cars98n")],
     root: Annotated[Path | None, typer.Option(help="Folder of the raw files (or where --download puts them)")] = None,
     download: Annotated[bool, typer.Option(help="Fetch the official archive if it is not under --root")] = False,
     strict: Annotated[bool, typer.Option(help="Fail if a listed image is absent instead of dropping it")] = False,
@@ -48,6 +48,9 @@ def build(
     crawl: Annotated[Path | None, typer.Option(help="cars98n: the folder `noisekit crawl` wrote")] = None,
     cars_root: Annotated[Path | None, typer.Option(help="cars98n: the CARS196 folder (test split)")] = None,
     mirror: Annotated[str | None, typer.Option(help="With --download: base URL of a mirror of the archives")] = None,
+    full: Annotated[
+        bool, typer.Option(help="omniglot: the full background/evaluation sets, not the shipped small subsets")
+    ] = False,
 ) -> None:
     """Build DATASET's clean manifest (standard DML split) into the data home."""
     from noisekit.build import BuildOptions
@@ -55,7 +58,7 @@ def build(
     from noisekit.info import render, summary
 
     start = time.perf_counter()
-    options = BuildOptions(root, download, strict, food101_root, crawl, cars_root, mirror)
+    options = BuildOptions(root, download, strict, food101_root, crawl, cars_root, mirror, full)
     path, result = run_build(dataset, options)
     if result.missing:
         shown = ", ".join(result.missing[:3])
