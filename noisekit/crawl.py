@@ -34,13 +34,13 @@ from pathlib import Path
 
 import requests
 from PIL import Image
-from tqdm import tqdm
 
 from noisekit import __version__
 from noisekit.crawl_record import JOURNAL, RECORD, Journal, Record, load_record, new_meta
 from noisekit.download import http_session
 from noisekit.errors import NoisekitError
 from noisekit.fetch import DEFAULT_MAX_PIXELS, IMAGES, OK, Fetched, Limits, fetch_image, host_of
+from noisekit.progress import progress
 from noisekit.url_list import UrlList, read_url_list, rewrite
 
 USER_AGENT = f"noisekit/{__version__} (research image-dataset crawler; python-requests)"
@@ -267,7 +267,7 @@ def _run(groups: dict[str, list[int]], record: Record, out: Path, options: Crawl
     todo = iter(groups)
     done: queue.SimpleQueue[tuple[str, Future[Fetched]]] = queue.SimpleQueue()
     journal = Journal(out)
-    bar = tqdm(total=sum(map(len, groups.values())), unit="row", desc="crawl", disable=not options.progress)
+    bar = progress(total=sum(map(len, groups.values())), unit="row", desc="crawl", disable=not options.progress)
     pool = ThreadPoolExecutor(options.workers, thread_name_prefix="noisekit-crawl")
     in_flight, last_checkpoint = 0, time.monotonic()
 

@@ -20,12 +20,12 @@ from pathlib import Path, PurePosixPath
 
 import requests
 from requests.adapters import HTTPAdapter
-from tqdm import tqdm
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from noisekit import __version__
 from noisekit.errors import NoisekitError
+from noisekit.progress import progress
 
 USER_AGENT = f"noisekit/{__version__} (+dataset builder)"
 CHUNK = 1 << 20
@@ -135,7 +135,7 @@ def fetch(archive: Archive, folder: Path, *, session: requests.Session | None = 
             digest, size = hashlib.md5(usedforsecurity=False), 0
             with (
                 part.open("wb") as fh,
-                tqdm(total=expected, unit="B", unit_scale=True, desc=archive.filename, leave=False) as bar,
+                progress(total=expected, unit="B", unit_scale=True, desc=archive.filename, leave=False) as bar,
             ):
                 for chunk in response.iter_content(CHUNK):
                     fh.write(chunk)

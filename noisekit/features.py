@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
-from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, atomic_path
 from noisekit.paths import data_home
+from noisekit.progress import progress
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
@@ -151,7 +151,7 @@ def embed(files: Sequence[Path], options: FeatureOptions) -> np.ndarray:
     )
     out = np.empty((len(files), FEATURE_DIM), dtype=np.float32)
     start = 0
-    for batch in tqdm(loader, desc="features", unit="batch", leave=False):
+    for batch in progress(loader, desc="features", unit="batch", leave=False):
         feats = torch.nn.functional.normalize(model(batch.to(device, non_blocking=True)).float(), dim=1)
         out[start : start + len(feats)] = feats.cpu().numpy()
         start += len(feats)

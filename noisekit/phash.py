@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 from PIL import Image
-from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
+from noisekit.progress import progress
 
 HASH_SIZE = 8
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -47,7 +47,7 @@ def hash_files(paths: Sequence[Path], *, desc: str, workers: int | None = None) 
     """pHashes of ``paths`` as uint64, shape (n,); decoding runs in threads (PIL releases the GIL)."""
     workers = workers or min(8, os.cpu_count() or 2)
     with ThreadPoolExecutor(workers) as pool:
-        hashes = list(tqdm(pool.map(phash_file, paths, chunksize=16), total=len(paths), desc=desc, leave=False))
+        hashes = list(progress(pool.map(phash_file, paths, chunksize=16), total=len(paths), desc=desc, leave=False))
     return np.array(hashes, dtype=np.uint64)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
+from noisekit.progress import progress
 from noisekit.published import META_KEY, ConfigRecord, features, shard_name
 
 IMAGE_ROW_GROUP = 100  # rows per Parquet row group of image shards: small reads when streaming
@@ -71,7 +71,7 @@ def write_config(
         count = len(bounds) - 1
         schema = feats.arrow_schema
         schema = schema.with_metadata(schema.metadata | {META_KEY: json.dumps(record.shard_meta(split)).encode()})
-        with tqdm(total=len(rows), desc=f"{record.name}/{split}", unit="img", leave=False, disable=None) as bar:
+        with progress(total=len(rows), desc=f"{record.name}/{split}", unit="img", leave=False, disable=None) as bar:
             for i in range(count):
                 chunk = rows.iloc[bounds[i] : bounds[i + 1]]
                 table = _table(chunk, file, schema, labels_only=record.labels_only)
