@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's two set-up commands, runnable on a fresh machine with only Python 3.11 and pip.
 
-    python3 dev.py demo   # build digits, add noise, train baseline and PRISM, print the comparison
+    python3 dev.py demo   # build omniglot, add noise, train baseline and PRISM, print the comparison
     python3 dev.py test   # lint and the whole test suite
 
 Each creates ./.venv and installs the project into it (editable, with its dev tools) when that is missing or

@@ -56,13 +56,26 @@ def train(
         str | None, typer.Option(help="Who decodes training JPEGs: workers (CPU) or device (nvJPEG on CUDA)")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
+    print_config: Annotated[
+        bool, typer.Option(help="Print the resolved config (the dataset's defaults filled in) as YAML and exit")
+    ] = False,
 ) -> None:
-    """Train an embedding (optionally with PRISM) and evaluate it on the clean test split."""
-    options = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    """Train an embedding (optionally with PRISM) and evaluate it on the clean test split.
+
+    Options left out are derived from the dataset (see the README's defaults rule); --print-config shows them."""
+    options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config")}
     from prism.config import load_config
     from prism.train import train as run_train
 
     cfg = load_config(config, options)
+    if print_config:
+        from prism.config import dump, resolve
+        from prism.data import prepare
+
+        typer.echo(
+            dump(resolve(cfg, prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed).shape)), nl=False
+        )
+        return
     summary = run_train(cfg, resume=resume)
     if "stopped_at" in summary:
         typer.echo(f"stopped at iteration {summary['stopped_at']}; resume with --resume --out {cfg.out}")

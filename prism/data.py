@@ -25,8 +25,8 @@ from torchvision.transforms.v2 import functional as tvf
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import resolve_manifest
+from prism.config import SMALL_IMAGE, DataShape
 
-SMALL_IMAGE = 32  # images at most this size are preloaded and fed to the small CNN as they are
 MIN_VAL_CLASSES = 10  # with fewer training classes the validation split is carved by image instead
 
 
@@ -48,8 +48,17 @@ class TrainingData:
     val: Split | None
     test: Split
     num_classes: int  # size of the training label space
-    small: bool  # images of at most SMALL_IMAGE px
+    side: int  # the larger side of the first training image, in pixels
     val_by: str
+
+    @property
+    def small(self) -> bool:
+        """Images of at most SMALL_IMAGE px: decoded once, resized once to the run's size, fed without augmentation."""
+        return self.side <= SMALL_IMAGE
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.side, int((np.bincount(self.train.labels) >= 2).sum()), len(self.train.files))
 
 
 def load_manifest(ref: str) -> Manifest:
@@ -110,7 +119,7 @@ def prepare(ref: str, *, val_fraction: float, seed: int) -> TrainingData:
     first = manifest.resolve(train_rows["path"].iloc[0])
     try:
         with Image.open(first) as image:
-            small = max(image.size) <= SMALL_IMAGE
+            side = max(image.size)
     except OSError as exc:
         raise NoisekitError(f"{first}: cannot read image ({exc})") from None
     return TrainingData(
@@ -119,7 +128,7 @@ def prepare(ref: str, *, val_fraction: float, seed: int) -> TrainingData:
         val=_split(manifest, val_rows) if len(val_rows) else None,
         test=_split(manifest, test_rows, test=True),
         num_classes=int(train_rows["label"].max()) + 1,
-        small=small,
+        side=side,
         val_by=val_by,
     )
 
@@ -206,7 +215,8 @@ class CropFlip:
 
 def train_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 CHW in and out: the model converts and normalises on its device (4x less to move than float32).
-    Small images (digits) are fed as they are, without augmentation, for training and evaluation alike."""
+    Small images (digits, Omniglot; resized once when loaded) are fed without augmentation, for training and
+    evaluation alike."""
     return v2.Identity() if small else CropFlip(size)
 
 
@@ -215,6 +225,13 @@ def eval_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Ten
     if small:
         return v2.Identity()
     return v2.Compose([v2.Resize(round(size * 8 / 7), antialias=True), v2.CenterCrop(size)])
+
+
+def fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``image`` resized (antialiased) to size x size, unless it is that size already."""
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    return tvf.resize(image, [size, size], antialias=True)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -249,21 +266,22 @@ def read_image(path: Path) -> torch.Tensor:
 def seeded(aug: int) -> Iterator[None]:
     """The torch random state seeded with ``aug`` inside, the caller's state untouched outside."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(aug)
+        torch.default_generator.manual_seed(aug)  # torch.manual_seed also queues accelerator seeding: 1 ms a call
         yield
 
 
 class Images(Dataset):
     """Index -> (uint8 image tensor, training label, row). Keys may be a row or (row, augmentation seed).
 
-    Small images are decoded once and kept in memory.
+    ``preload``: every image is decoded once, resized to ``preload`` x ``preload`` pixels (if it is not that size)
+    and kept in memory (small images).
     """
 
     def __init__(
-        self, split: Split, transform: Callable[[torch.Tensor], torch.Tensor], *, preload: bool = False
+        self, split: Split, transform: Callable[[torch.Tensor], torch.Tensor], *, preload: int | None = None
     ) -> None:
         self.split, self.transform = split, transform
-        self.cache = [read_image(path) for path in split.files] if preload else None
+        self.cache = [fit(read_image(path), preload) for path in split.files] if preload else None
 
     def __len__(self) -> int:
         return len(self.split.files)
@@ -275,6 +293,23 @@ class Images(Dataset):
             return self.transform(image), int(self.split.labels[row]), row
         with seeded(aug):
             return self.transform(image), int(self.split.labels[row]), row
+
+
+class PreloadedBatches:
+    """The batches of ``sampler`` from preloaded small images, indexed straight out of one stacked tensor: what a
+    DataLoader over ``images`` yields (small images are not augmented), without its per-sample Python work."""
+
+    def __init__(self, images: Images, sampler: PKBatches) -> None:
+        assert images.cache is not None, "PreloadedBatches needs Images(..., preload=size)"
+        self.stack, self.labels, self.sampler = torch.stack(images.cache), torch.as_tensor(images.split.labels), sampler
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for batch in self.sampler:
+            rows = torch.tensor([row for row, _ in batch])
+            yield self.stack[rows], self.labels[rows], rows
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 @dataclass

@@ -14,18 +14,24 @@ from noisekit.features import IMAGENET_MEAN, IMAGENET_STD, imagenet_state_dict, 
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks and global pooling, for the 8x8 digits (any input size works)."""
+    """Three conv blocks (3x3 conv, BatchNorm, ReLU), 2x2 max pooling after the first two, global average pooling:
+    for small greyscale-like images trained from scratch (digits at 8 px, Omniglot at 28 px; any size works)."""
 
-    out_dim = 128
-
-    def __init__(self) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
+        self.out_dim = 4 * width
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
-            *block(3, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+            *block(3, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            nn.MaxPool2d(2),
+            *block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +65,8 @@ class Embedder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if arch == "small_cnn":
-            self.backbone, dim = SmallCNN(), SmallCNN.out_dim
+            self.backbone = SmallCNN()
+            dim = self.backbone.out_dim
         else:
             self.backbone, dim = resnet_trunk(arch, weights)
         self.head = nn.Linear(dim, embed_dim)

@@ -21,15 +21,16 @@ import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path, write_json
-from prism.config import TrainConfig, save_config
+from noisekit.progress import progress as progress_bar
+from prism.config import TrainConfig, resolve, save_config
 from prism.data import (
     EncodedImages,
     Images,
     PKBatches,
+    PreloadedBatches,
     TrainingData,
     collate_encoded,
     decode_batch,
@@ -85,12 +86,6 @@ class RunState:
     steps: list[dict[str, float]] = field(default_factory=list)  # one row per log step
 
 
-def pick_arch(config: TrainConfig, data: TrainingData) -> str:
-    if config.arch != "auto":
-        return config.arch
-    return "small_cnn" if data.small else "resnet50"
-
-
 def detection(flagged: np.ndarray, noisy: np.ndarray) -> dict[str, float | None]:
     """Precision and recall of ``flagged`` against known noise flags (-1 unknown), and the flagged fraction."""
     known = noisy >= 0
@@ -117,7 +112,9 @@ def evaluate_split(
     The ``clean_*`` figures are a diagnostic: model selection never reads them.
     Under torchrun every rank embeds every world_size-th image and the shards are gathered."""
     split = getattr(data, which)
-    dataset = Images(split, eval_transform(data.small, config.image_size), preload=data.small)
+    dataset = Images(
+        split, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
+    )
     shard = list(range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(Subset(dataset, shard), batch_size=256, num_workers=0 if data.small else config.workers)
     emb, _ = embed_loader(model, loader, device)
@@ -199,8 +196,8 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     out = Path(config.out)
     device = ctx.device
     data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
-    arch = pick_arch(config, data)
-    core = build_model(arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
+    config = resolve(config, data.shape)
+    core = build_model(config.arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
@@ -287,22 +284,30 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     dataset = (
         EncodedImages(data.train, config.image_size)
         if on_device
-        else Images(data.train, train_transform(data.small, config.image_size), preload=data.small)
+        else Images(
+            data.train,
+            train_transform(data.small, config.image_size),
+            preload=config.image_size if data.small else None,
+        )
     )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate_encoded if on_device else None,
-        num_workers=0 if data.small else config.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if not data.small and config.workers else None,
+    loader = (
+        PreloadedBatches(dataset, sampler)
+        if data.small
+        else DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_encoded if on_device else None,
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if config.workers else None,
+        )
     )
     noisy_all = torch.as_tensor(data.train.noisy, device=device)
     window_stats: list[torch.Tensor] = []
     trace: list[dict[str, torch.Tensor]] = []
     start_time = time.perf_counter()
-    bar = tqdm(total=len(sampler), desc="train", unit="it", disable=not progress, leave=False)
+    bar = progress_bar(total=len(sampler), desc="train", unit="it", disable=not progress, leave=False)
 
     model.train()
     for images, labels, rows in loader:
@@ -462,6 +467,9 @@ def finish(
         "prism": config.prism,
         "seed": config.seed,
         "iterations": config.iterations,
+        "warmup": config.warmup,
+        # the first iteration whose batch PRISM filtered (null if it never did); before it every sample trained
+        "selection_started": config.warmup if config.prism and config.warmup < config.iterations else None,
         "best_iteration": state.best_iteration,
         "selected_by": f"validation {SELECTION_METRIC}" if config.select == "val" and data.val else "last",
         "validation": data.val_by,
@@ -527,13 +535,13 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
     data = prepare(dataset, val_fraction=config.val_fraction, seed=config.seed)
     if getattr(data, split) is None:
         raise NoisekitError(f"{dataset} has no {split} split under this checkpoint's --val-fraction")
-    model = build_model(pick_arch(config, data), embed_dim=config.embed_dim, weights="random", seed=config.seed)
+    config = resolve(config, data.shape)  # checkpoints written before the defaults were resolved
+    model = build_model(config.arch, embed_dim=config.embed_dim, weights="random", seed=config.seed)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
         raise NoisekitError(
-            f"{path}: its weights do not fit a {pick_arch(config, data)} model for {dataset} "
-            f"({str(exc).splitlines()[0][:100]})"
+            f"{path}: its weights do not fit a {config.arch} model for {dataset} ({str(exc).splitlines()[0][:100]})"
         ) from None
     metrics = evaluate_split(model.to(device), data, split, config, torch.device(device))
     return {"checkpoint": str(path), "dataset": dataset, "split": split, "iteration": payload["iteration"], **metrics}

@@ -85,16 +85,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             server.agents.add(self.headers.get("User-Agent", ""))
             server.active += 1
             server.max_active = max(server.max_active, server.active)
+        # "active" spans the delay only: once the response is written the client may start its next request before
+        # this thread runs again, so counting the write too would see one request more than the client allows
         try:
             if server.delay:
                 time.sleep(server.delay)
+        finally:
+            with server.lock:
+                server.active -= 1
+        try:
             route = server.routes.get(self.path, server.default)
             route(self, nth)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        finally:
-            with server.lock:
-                server.active -= 1
 
 
 def serve_generated(handler: Handler, nth: int) -> None:

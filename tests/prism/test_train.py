@@ -171,7 +171,7 @@ def test_pk_larger_than_data(runner, noisy_digits: str, tmp_path: Path) -> None:
     _fails(
         runner,
         ["train", "--dataset", noisy_digits, "-P", "8", "--out", str(tmp_path / "o")],
-        "P x K = 8 x 4 is larger than the data",
+        "P x K = 8 x 8 is larger than the data",  # K = 64 // 8 by the defaults rule
         "5 training classes",
     )
 
@@ -215,7 +215,7 @@ def test_metrics_equal_pml_on_trained_embeddings(noisy_digits: str, tmp_path: Pa
     data = prepare(noisy_digits, val_fraction=0.2, seed=0)
     model = build_model("small_cnn", embed_dim=128, weights="random", seed=0)
     model.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
-    loader = DataLoader(Images(data.test, eval_transform(True, 224), preload=True), batch_size=256)
+    loader = DataLoader(Images(data.test, eval_transform(True, 8), preload=8), batch_size=256)
     emb, labels = embed_loader(model, loader, torch.device("cpu"))
     ours = retrieval_metrics(emb, labels)
     calc = AccuracyCalculator(
