@@ -88,10 +88,6 @@ class TrainConfig:
     def batch_size(self) -> int:
         return self.classes_per_batch * self.samples_per_class
 
-    @property
-    def resolved(self) -> bool:
-        return self.arch != "auto" and None not in (getattr(self, name) for name in DERIVED)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -99,7 +95,6 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-DERIVED = ("classes_per_batch", "samples_per_class", "image_size", "iterations", "eval_every", "warmup")
 SMALL_IMAGE = 128  # images of at most this many pixels a side train the small CNN from scratch
 SMALL_SIZE = 28  # ... at this size at most (Omniglot's usual resolution in the few-shot literature)
 BATCH = 64  # the paper's batch: P x K = 16 x 4

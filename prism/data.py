@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ class TrainingData:
     num_classes: int  # size of the training label space
     side: int  # the larger side of the first training image, in pixels
     val_by: str
+    # evaluation sets by split, built once per run: small images are decoded and resized when the set is built
+    eval_sets: dict[str, Images] = field(default_factory=dict, repr=False)
 
     @property
     def small(self) -> bool:

@@ -112,9 +112,11 @@ def evaluate_split(
     The ``clean_*`` figures are a diagnostic: model selection never reads them.
     Under torchrun every rank embeds every world_size-th image and the shards are gathered."""
     split = getattr(data, which)
-    dataset = Images(
-        split, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
-    )
+    if which not in data.eval_sets:  # validation runs every eval_every iterations: decode (small) images once
+        data.eval_sets[which] = Images(
+            split, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
+        )
+    dataset = data.eval_sets[which]
     shard = list(range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(Subset(dataset, shard), batch_size=256, num_workers=0 if data.small else config.workers)
     emb, _ = embed_loader(model, loader, device)
