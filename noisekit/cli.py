@@ -103,7 +103,7 @@ def _report_variant(path: Path, report: dict, start: float) -> None:
 @make_app.command("symmetric")
 @user_errors
 def make_symmetric(dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, variant: VariantOpt = None) -> None:
-    """Move exactly round(R * n_c) images of every training class to a uniformly drawn other class."""
+    """Move round(R * N) training images (floor or ceil of R * n_c per class) to uniformly drawn other classes."""
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.symmetric import symmetric
 

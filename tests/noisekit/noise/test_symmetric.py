@@ -1,4 +1,5 @@
-"""Symmetric noise on the real digits: exact per-class counts, no self-flips, reproducible bytes."""
+"""Symmetric noise: the exact total round(R * N), floor or ceil of R * n_c per class with the right expectation (real
+digits and an SOP-shaped manifest of small classes), no self-flips, reproducible bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from PIL import Image
 
 from noisekit.build import build
 from noisekit.cli import app
-from noisekit.manifest import read_manifest
+from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest
+from noisekit.noise.symmetric import flip_counts, symmetric
 
 
 @pytest.fixture
@@ -20,25 +22,61 @@ def digits(home: Path) -> Path:
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.5, 0.37])
-def test_exact_counts_per_class(runner, digits: Path, home: Path, rate: float) -> None:
+def test_exact_total_floor_or_ceil_per_class(runner, digits: Path, home: Path, rate: float) -> None:
     result = runner.invoke(app, ["make", "symmetric", "--dataset", "digits", "--rate", str(rate), "--seed", "7"])
     assert result.exit_code == 0, result.output
     clean = read_manifest(digits)
     noisy = read_manifest(home / "digits" / f"symmetric-{rate:g}.parquet")
     train = noisy.split("train")
-    expected_total = 0
     for c, n_c in clean.split("train")["clean_label"].value_counts().items():
-        moved = train[(train["clean_label"] == c) & (train["label"] != c)]
-        expected = int(np.floor(rate * n_c + 0.5))
-        assert len(moved) == expected, (c, n_c)
-        expected_total += expected
+        moved = int(((train["clean_label"] == c) & (train["label"] != c)).sum())
+        assert moved in (np.floor(rate * n_c), np.ceil(rate * n_c)), (c, n_c, moved)
     flipped = train["label"] != train["clean_label"]
+    assert int(flipped.sum()) == int(np.floor(rate * len(train) + 0.5))
     assert (train["is_noisy"] == flipped).all()
     assert set(train["label"]) <= set(range(5))  # class count unchanged, labels stay among training classes
-    assert noisy.meta.noise["realised_rate"] == pytest.approx(expected_total / len(train))
-    assert abs(noisy.meta.noise["realised_rate"] - rate) < 0.5 / 170
+    assert noisy.meta.noise["realised_rate"] == pytest.approx(int(flipped.sum()) / len(train))
     # the test split is untouched
     assert noisy.split("test").equals(clean.split("test"))
+
+
+def sop_shaped(classes: int = 3000, seed: int = 0) -> Manifest:
+    """A clean manifest with SOP's class sizes (2-12 images per class, most of them small) and no image files."""
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(rng.geometric(0.35, size=classes) + 1, 12)
+    clean = np.repeat(np.arange(classes), sizes)
+    n = len(clean)
+    ids = [f"i{k}" for k in range(n)]
+    frame = make_frame(ids, [f"{k}.jpg" for k in ids], ["train"] * n, clean)
+    return Manifest(frame, ManifestMeta("sop", "/nowhere", tuple(f"c{k}" for k in range(classes))))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
+def test_sop_shaped_total_exact_and_unbiased(rate: float) -> None:
+    clean = sop_shaped()
+    sizes = clean.frame["clean_label"].value_counts().sort_index().to_numpy()
+    noisy = symmetric(clean, rate=rate, seed=3)
+    frame = noisy.frame
+    moved = (frame["label"] != frame["clean_label"]).groupby(frame["clean_label"]).sum().sort_index().to_numpy()
+    assert moved.sum() == int(np.floor(rate * sizes.sum() + 0.5))
+    assert ((moved == np.floor(rate * sizes)) | (moved == np.ceil(rate * sizes))).all()
+    # per class size the mean count is R * n_c (not round(R * n_c), which gives 1 of 2 at 50% and 0 of 2 at 10%)
+    for n_c in (2, 3, 4):
+        assert moved[sizes == n_c].mean() == pytest.approx(rate * n_c, abs=0.1)
+    # the share of classes touched is its expectation: 1 - P(count = 0) summed over classes
+    expected_touched = np.where(rate * sizes >= 1, 1.0, rate * sizes).mean()
+    assert (moved > 0).mean() == pytest.approx(expected_touched, abs=0.03)
+    assert noisy.meta.noise["classes_touched"] == int((moved > 0).sum())
+    again = symmetric(clean, rate=rate, seed=3).frame
+    assert again.equals(frame)
+    assert not symmetric(clean, rate=rate, seed=4).frame.equals(frame)
+
+
+def test_flip_counts_expectation_per_class() -> None:
+    sizes = np.array([2, 3, 5, 7, 2, 2, 11, 4])
+    rate = 0.25  # R * N = 9 exactly: the expectation is R * n_c with no rounding of the total
+    mean = np.mean([flip_counts(sizes, rate, np.random.default_rng(s)) for s in range(4000)], axis=0)
+    np.testing.assert_allclose(mean, rate * sizes, atol=0.03)
 
 
 def test_same_seed_same_bytes_other_seed_differs(runner, digits: Path, home: Path) -> None:
