@@ -69,22 +69,32 @@ def offline() -> bool:
 def imagenet_state_dict(arch: str = "resnet18") -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights of ``arch`` from the torch cache, downloaded into it when absent."""
     url = models.get_model_weights(arch).IMAGENET1K_V1.url
+    return cached_state_dict(url, what=f"ImageNet {arch}", hash_prefix=url.rsplit("-", 1)[1].split(".")[0])
+
+
+def cached_state_dict(
+    url: str, *, what: str, hash_prefix: str | None, also: tuple[Path, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """The state dict at ``url`` from the torch cache (or one of the ``also`` files), downloaded into the cache when
+    absent; offline or failing, a one-line error names the file and where to put it."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
-    if not path.is_file():
+    found = next((p for p in (path, *also) if p.is_file()), None)
+    if found is None:
         if offline():
             raise NoisekitError(
-                f"ImageNet {arch} weights are not in the torch cache and downloads are off (NOISEKIT_OFFLINE); "
+                f"{what} weights are not in the torch cache and downloads are off (NOISEKIT_OFFLINE); "
                 f"place {path.name} from {url} in {path.parent} (or pass --weights FILE)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[1], progress=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
         except Exception as exc:  # urllib raises URLError, OSError, RuntimeError (hash) among others
             raise NoisekitError(
-                f"ImageNet {arch} weights are not in the torch cache and could not be downloaded from {url} "
+                f"{what} weights are not in the torch cache and could not be downloaded from {url} "
                 f"({type(exc).__name__}); place {path.name} in {path.parent} (or pass --weights FILE)"
             ) from None
-    return torch.load(path, map_location="cpu", weights_only=True)
+        found = path
+    return load_state_dict_file(found)
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -97,7 +107,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise NoisekitError(f"--weights {path}: expected a ResNet-18 state dict (name -> tensor)")
+        raise NoisekitError(f"--weights {path}: expected a state dict (name -> tensor)")
     return state
 
 

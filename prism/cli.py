@@ -25,21 +25,43 @@ def train(
     dataset: Annotated[
         str | None, typer.Option(help="NAME/VARIANT, a manifest path, a published folder or hub:OWNER/REPO:CONFIG")
     ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="A shipped configuration, e.g. paper-cars (prism presets lists them)")
+    ] = None,
     loss: Annotated[str | None, typer.Option(help="mcl, softtriple, contrastive or ms")] = None,
     prism: Annotated[bool | None, typer.Option("--prism/--no-prism", help="Filter noisy samples with PRISM")] = None,
     filter_rate: Annotated[float | None, typer.Option(help="R: share of each batch the rank cut removes")] = None,
     window: Annotated[int | None, typer.Option(help="tau: TRMs averaged into the threshold")] = None,
     mode: Annotated[str | None, typer.Option(help="centre (Eq. 6/7) or exact (Eq. 2/3)")] = None,
+    startup: Annotated[
+        str | None, typer.Option(help="PRISM before centres exist: ours (keep centreless classes) or authors")
+    ] = None,
+    bank_start: Annotated[
+        int | None, typer.Option(help="Iterations on the batch-only loss before the bank and PRISM start")
+    ] = None,
+    mcl_norm: Annotated[
+        str | None, typer.Option(help="MCL normalisation: kept (by kept samples) or authors (bank term by batch)")
+    ] = None,
     iterations: Annotated[int | None, typer.Option(help="Training iterations")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of model init, batches and augmentation")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
     out: Annotated[str | None, typer.Option(help="Folder for the run's outputs")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of options (flags override it)")] = None,
-    arch: Annotated[str | None, typer.Option(help="auto, small_cnn, resnet18 or resnet50")] = None,
+    arch: Annotated[str | None, typer.Option(help="auto, small_cnn, resnet18, resnet50 or bninception")] = None,
+    pooling: Annotated[str | None, typer.Option(help="Global pooling of the backbone: avg or max")] = None,
+    embed_dim: Annotated[int | None, typer.Option(help="Embedding dimension")] = None,
     weights: Annotated[str | None, typer.Option(help="Backbone init: imagenet, random or a state-dict FILE")] = None,
     classes_per_batch: Annotated[int | None, typer.Option("--classes-per-batch", "-P", help="P")] = None,
     samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-K", help="K")] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay of the model")] = None,
+    proxy_lr: Annotated[
+        float | None, typer.Option(help="Learning rate of a loss's own parameters (SoftTriple: 0.1), no weight decay")
+    ] = None,
+    crop_scale: Annotated[float | None, typer.Option(help="Smallest area share of the random resized crop")] = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
     ] = None,
@@ -62,12 +84,13 @@ def train(
 ) -> None:
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split.
 
-    Options left out are derived from the dataset (see the README's defaults rule); --print-config shows them."""
-    options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config")}
+    Options left out come from --preset, then --config, then the dataset (see the README's defaults rule);
+    --print-config shows the result. Example: prism train --preset paper-cars --dataset cars/symmetric-0.5"""
+    options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config", "preset")}
     from prism.config import load_config
     from prism.train import train as run_train
 
-    cfg = load_config(config, options)
+    cfg = load_config(config, options, preset=preset)
     if print_config:
         from prism.config import dump, resolve
         from prism.data import prepare
@@ -90,6 +113,18 @@ def train(
         f"{cfg.dataset} {cfg.loss}{' + PRISM' if cfg.prism else ''}: test P@1 {test['precision_at_1']:.4f} "
         f"MAP@R {test['mean_average_precision_at_r']:.4f}{flagged} in {summary['train_seconds']}s -> {cfg.out}"
     )
+
+
+@app.command()
+@user_errors
+def presets() -> None:
+    """List the shipped presets (prism train --preset NAME; --print-config shows every value)."""
+    from prism.config import PRESETS
+    from prism.config import presets as shipped
+
+    for name, about in shipped().items():
+        typer.echo(f"{name:<16} {about}")
+    typer.echo(f"files: {PRESETS}")
 
 
 @app.command("eval")

@@ -14,7 +14,18 @@ import yaml
 from noisekit.errors import NoisekitError
 
 LOSSES = ("mcl", "softtriple", "contrastive", "ms")
-ARCHS = ("auto", "small_cnn", "resnet18", "resnet50")
+ARCHS = ("auto", "small_cnn", "resnet18", "resnet50", "bninception")
+CHOICES = {  # option -> its allowed values (the first is the default)
+    "pooling": ("avg", "max"),
+    "sampler": ("uniform", "authors"),
+    "startup": ("ours", "authors"),
+    "mcl_norm": ("kept", "authors"),
+    "mode": ("centre", "exact"),
+    "precision": ("auto", "fp32", "bf16"),
+    "decode": ("workers", "device"),
+    "select": ("last", "val"),
+}
+PRESETS = Path(__file__).parent / "presets"
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,12 @@ class TrainConfig:
     filter_rate: float = 0.5  # R: the share of each batch the rank cut removes (unknown noise: 0.5)
     window: int = 30  # tau: TRMs averaged into sTRM (the authors' CARS-98N setting)
     mode: str = "centre"  # centre (Eq. 6/7) or exact (Eq. 2/3)
+    # ours: a sample whose class has no centre yet is kept, with no centre at all the whole batch; authors: classes
+    # without a centre count in the softmax with a zero centre and the rank cut applies from the first non-empty bank
+    startup: str = "ours"
+    bank_start: int = (
+        0  # iterations trained on the batch-only loss (no bank, no selection) first, as XBM.START_ITERATION
+    )
     # None: derived from the dataset by `resolve` (the README's table); an explicit value always wins
     warmup: int | None = None  # iterations trained on every sample before selection starts
     iterations: int | None = None
@@ -34,12 +51,19 @@ class TrainConfig:
     arch: str = "auto"  # auto: small_cnn for images of at most 128 px, else resnet50
     weights: str = "imagenet"  # backbone init for resnets: imagenet, random or a state-dict FILE
     embed_dim: int = 128
+    pooling: str = "avg"  # global pooling of resnets and BN-Inception: avg or max (the authors: max)
     classes_per_batch: int | None = None  # P
     samples_per_class: int | None = None  # K
+    sampler: str = "uniform"  # uniform: P classes uniformly per batch; authors: XBM's chunk sampler (prism/data.py)
     lr: float = 3e-4
     weight_decay: float = 5e-4
+    proxy_lr: float | None = None  # learning rate of a loss's own parameters (SoftTriple's centres), no weight decay
+    crop_scale: float = 0.16  # smallest area share of RandomResizedCrop (the authors: 0.2)
     bank_size: int = 0  # 0: the number of training images
     memory_weight: float = 1.0  # weight of the batch-vs-bank term of the memory losses
+    # kept: (batch pairs + bank pairs) / kept samples; authors: batch pairs / kept + bank pairs / batch size, and
+    # without a filter the bank term also pairs the batch with itself (the authors enqueue before the loss)
+    mcl_norm: str = "kept"
     val_fraction: float = 0.2
     # last: keep the final model (the paper's protocol); val: the best validation MAP@R, whose labels are as noisy as
     # the training labels (at 50% noise on omniglot it picked iteration 200 of 2,000, bench/README.md)
@@ -60,8 +84,10 @@ class TrainConfig:
             raise NoisekitError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0.0 <= self.filter_rate < 1.0:
             raise NoisekitError(f"--filter-rate must be in [0, 1), got {self.filter_rate}")
-        if self.mode not in ("centre", "exact"):
-            raise NoisekitError(f"--mode must be centre or exact, got {self.mode!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                flag = name.replace("_", "-")
+                raise NoisekitError(f"--{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.arch not in ARCHS:
             raise NoisekitError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         for name in (
@@ -75,14 +101,14 @@ class TrainConfig:
             raise NoisekitError(
                 f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
             )
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise NoisekitError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.decode not in ("workers", "device"):
-            raise NoisekitError(f"--decode must be workers or device, got {self.decode!r}")
-        if self.select not in ("val", "last"):
-            raise NoisekitError(f"--select must be val or last, got {self.select!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise NoisekitError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+        if self.bank_start < 0:
+            raise NoisekitError(f"--bank-start must be >= 0, got {self.bank_start}")
+        if self.proxy_lr is not None and self.proxy_lr <= 0:
+            raise NoisekitError(f"--proxy-lr must be > 0, got {self.proxy_lr}")
 
     @property
     def batch_size(self) -> int:
@@ -102,6 +128,9 @@ PRETRAINED_ITERATIONS = 4000  # the authors' CARS-98N setting (configs/CARSN/Mem
 SCRATCH_EPOCHS = 60  # a randomly initialised backbone trains for about this many passes over the data ...
 SCRATCH_ITERATIONS = (400, 4000)  # ... within these bounds
 SCRATCH_WARMUP = 0.375  # and PRISM starts after this share of the iterations
+# a loss's own parameters train at this rate without weight decay: SoftTriple's centres at the authors' CENTER_LR
+# (ret_benchmark/config/defaults.py: _C.LOSSES.CENTER_LR = 0.1, a separate Adam in tools/train_net.py)
+PROXY_LR = {"softtriple": 0.1}
 
 
 @dataclass(frozen=True)
@@ -143,6 +172,7 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         iterations=iterations,
         eval_every=config.eval_every or max(1, iterations // 10),
         warmup=config.warmup if config.warmup is not None else round(SCRATCH_WARMUP * iterations) * scratch,
+        proxy_lr=config.proxy_lr if config.proxy_lr is not None else PROXY_LR.get(config.loss),
     )
 
 
@@ -154,21 +184,47 @@ def from_dict(values: dict[str, Any], *, where: str) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the YAML file, then the flags the user gave (``None`` values are ignored)."""
+def read_yaml(path: Path, *, what: str) -> dict[str, Any]:
+    """A YAML mapping of option: value, or a one-line error naming the file."""
+    if not path.is_file():
+        raise NoisekitError(f"{what} {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise NoisekitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise NoisekitError(f"{path}: expected a mapping of option: value")
+    return loaded
+
+
+def presets() -> dict[str, str]:
+    """Shipped presets: name -> the first line of the file's leading comment."""
+    out = {}
+    for path in sorted(PRESETS.glob("*.yaml")):
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        out[path.stem] = first.removeprefix(f"{path.stem}:").strip()
+    return out
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise NoisekitError(f"--preset {name!r} is not shipped; choose one of {', '.join(presets())} (prism presets)")
+    return path
+
+
+def load_config(path: Path | None, overrides: dict[str, Any], *, preset: str | None = None) -> TrainConfig:
+    """Defaults, then the preset, then the YAML file, then the flags the user gave (``None`` values are ignored)."""
     values: dict[str, Any] = {}
+    where = []
+    if preset is not None:
+        values.update(read_yaml(preset_path(preset), what="--preset"))
+        where.append(f"preset {preset}")
     if path is not None:
-        if not path.is_file():
-            raise NoisekitError(f"--config {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise NoisekitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise NoisekitError(f"{path}: expected a mapping of option: value")
-        values.update(loaded)
+        values.update(read_yaml(path, what="--config"))
+        where.append(str(path))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(values, where=str(path) if path else "options")
+    return from_dict(values, where=", ".join(where) or "options")
 
 
 def dump(config: TrainConfig) -> str:

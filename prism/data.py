@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
@@ -26,6 +26,7 @@ from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import resolve_manifest
 from prism.config import SMALL_IMAGE, DataShape
+from prism.samplers import Sampler
 
 MIN_VAL_CLASSES = 10  # with fewer training classes the validation split is carved by image instead
 
@@ -135,58 +136,8 @@ def prepare(ref: str, *, val_fraction: float, seed: int) -> TrainingData:
     )
 
 
-class PKBatches(Sampler[list[tuple[int, int]]]):
-    """P classes x K samples per batch; batch i depends only on (seed, i). Yields (row, augmentation seed) pairs.
-
-    Classes with fewer than K images are drawn with replacement; only classes with at least two images are drawn.
-    With ``world_size`` > 1, rank r takes the slots [r * B / W, (r + 1) * B / W) of each global batch.
-    """
-
-    def __init__(
-        self,
-        labels: np.ndarray,
-        *,
-        p: int,
-        k: int,
-        seed: int,
-        start: int,
-        stop: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        classes, counts = np.unique(labels, return_counts=True)
-        eligible = classes[counts >= 2]
-        if len(eligible) < p:
-            raise NoisekitError(
-                f"P x K = {p} x {k} is larger than the data: {len(eligible)} training classes have two or more "
-                f"images; lower --classes-per-batch"
-            )
-        if (p * k) % world_size:
-            raise NoisekitError(f"the batch of {p} x {k} does not split evenly over {world_size} processes")
-        self.members = {int(c): np.flatnonzero(labels == c) for c in eligible}
-        self.eligible, self.p, self.k, self.seed = eligible, p, k, seed
-        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
-
-    def batch(self, iteration: int) -> list[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, iteration])
-        rows: list[int] = []
-        for c in rng.choice(self.eligible, size=self.p, replace=False):
-            members = self.members[int(c)]
-            rows.extend(rng.choice(members, size=self.k, replace=len(members) < self.k).tolist())
-        aug = rng.integers(0, 2**31, size=len(rows))
-        share = len(rows) // self.world_size
-        lo = self.rank * share
-        return [(rows[i], int(aug[i])) for i in range(lo, lo + share)]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for iteration in range(self.start, self.stop):
-            yield self.batch(iteration)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-# RandomResizedCrop's scale range (the smallest crop keeps 16% of the image's area) and aspect ratios
+# RandomResizedCrop's default scale range (the smallest crop keeps 16% of the image's area; --crop-scale sets the
+# lower end, the authors' 0.2) and aspect ratios
 CROP_SCALE = (0.16, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -199,12 +150,12 @@ class CropFlip:
     that only reads a JPEG's header draws exactly the crop that :meth:`__call__` would draw on the decoded image.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, min_scale: float = CROP_SCALE[0]) -> None:
+        self.size, self.scale = size, [min_scale, 1.0]
 
     def draw(self, height: int, width: int) -> tuple[tuple[int, int, int, int], bool]:
         shape_only = torch.zeros(()).expand(1, height, width)  # get_params reads the shape only
-        box = transforms.RandomResizedCrop.get_params(shape_only, list(CROP_SCALE), list(CROP_RATIO))
+        box = transforms.RandomResizedCrop.get_params(shape_only, self.scale, list(CROP_RATIO))
         return tuple(box), bool(torch.rand(1) < 0.5)
 
     def apply(self, image: torch.Tensor, box: tuple[int, int, int, int], flip: bool) -> torch.Tensor:
@@ -215,11 +166,11 @@ class CropFlip:
         return self.apply(image, *self.draw(*image.shape[-2:]))
 
 
-def train_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def train_transform(small: bool, size: int, min_scale: float = CROP_SCALE[0]) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 CHW in and out: the model converts and normalises on its device (4x less to move than float32).
     Small images (digits, Omniglot; resized once when loaded) are fed without augmentation, for training and
     evaluation alike."""
-    return v2.Identity() if small else CropFlip(size)
+    return v2.Identity() if small else CropFlip(size, min_scale)
 
 
 def eval_transform(small: bool, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -301,7 +252,7 @@ class PreloadedBatches:
     """The batches of ``sampler`` from preloaded small images, indexed straight out of one stacked tensor: what a
     DataLoader over ``images`` yields (small images are not augmented), without its per-sample Python work."""
 
-    def __init__(self, images: Images, sampler: PKBatches) -> None:
+    def __init__(self, images: Images, sampler: Sampler) -> None:
         assert images.cache is not None, "PreloadedBatches needs Images(..., preload=size)"
         self.stack, self.labels, self.sampler = torch.stack(images.cache), torch.as_tensor(images.split.labels), sampler
 
@@ -333,8 +284,8 @@ class EncodedImages(Dataset):
     draws the crop and flip that :class:`CropFlip` draws under the same seed; the device decodes the batch (nvJPEG
     on CUDA) and crops, resizes and flips there (:func:`decode_batch`). Keys are (row, augmentation seed)."""
 
-    def __init__(self, split: Split, size: int) -> None:
-        self.split, self.crop = split, CropFlip(size)
+    def __init__(self, split: Split, size: int, min_scale: float = CROP_SCALE[0]) -> None:
+        self.split, self.crop = split, CropFlip(size, min_scale)
 
     def __len__(self) -> int:
         return len(self.split.files)

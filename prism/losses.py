@@ -37,25 +37,36 @@ def contrastive_terms(
 
 
 class MemoryContrastiveLoss(nn.Module):
-    """Contrastive loss over the kept batch samples and over (kept sample, bank entry) pairs, divided by the number of
-    kept anchors (the authors' normalisation)."""
+    """Contrastive loss over the kept batch samples and over (kept sample, bank entry) pairs.
+
+    ``norm="kept"`` (ours): both sums divided by the number of kept anchors, so the loss scale does not shrink when
+    PRISM drops half the batch. ``norm="authors"`` (ret_benchmark/losses/memory_contrastive_loss_w_PRISM.py and
+    engine/trainer.py): the batch sum divided by the kept count, the bank sum by the full batch size; and with
+    ``self_in_bank`` (the authors' plain MCL, which enqueues the batch before its loss) the bank term also pairs the
+    batch with itself, self-pairs excluded.
+    """
 
     uses_bank = True
 
-    def __init__(self, memory_weight: float = 1.0) -> None:
+    def __init__(self, memory_weight: float = 1.0, *, norm: str = "kept", self_in_bank: bool = False) -> None:
         super().__init__()
-        self.memory_weight = memory_weight
+        if norm not in ("kept", "authors"):
+            raise ValueError(f"norm must be kept or authors, got {norm!r}")
+        self.memory_weight, self.norm, self.self_in_bank = memory_weight, norm, self_in_bank
 
     def forward(
         self, emb: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, bank: FeatureBank | None = None
     ) -> torch.Tensor:
-        n = keep.sum().clamp(min=1)
-        loss = contrastive_terms(emb, labels, emb, labels, keep, keep, exclude_self=True)
-        if bank is not None:
-            loss = loss + self.memory_weight * contrastive_terms(
-                emb, labels, bank.feats, bank.labels, keep, bank.labels >= 0, exclude_self=False
-            )
-        return loss / n
+        n_kept = keep.sum().clamp(min=1)
+        batch = contrastive_terms(emb, labels, emb, labels, keep, keep, exclude_self=True)
+        if bank is None:
+            return batch / n_kept
+        memory = contrastive_terms(emb, labels, bank.feats, bank.labels, keep, bank.labels >= 0, exclude_self=False)
+        if self.norm == "kept":
+            return (batch + self.memory_weight * memory) / n_kept
+        if self.self_in_bank:
+            memory = memory + batch
+        return batch / n_kept + self.memory_weight * memory / len(labels)
 
 
 class KeptLoss(nn.Module):
@@ -73,16 +84,26 @@ class KeptLoss(nn.Module):
         return self.loss(emb[keep], labels[keep])
 
 
-def build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float = 1.0, seed: int = 0) -> nn.Module:
-    """The loss; its own parameters (SoftTriple's centres) are initialised from ``seed``, not the global RNG."""
+def build_loss(
+    name: str,
+    *,
+    num_classes: int,
+    embed_dim: int,
+    memory_weight: float = 1.0,
+    seed: int = 0,
+    mcl_norm: str = "kept",
+    filtered: bool = True,
+) -> nn.Module:
+    """The loss; its own parameters (SoftTriple's centres) are initialised from ``seed``, not the global RNG.
+    ``filtered``: a filter (PRISM) decides which samples train and enter the bank."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _build_loss(name, num_classes=num_classes, embed_dim=embed_dim, memory_weight=memory_weight)
+        if name == "mcl":
+            return MemoryContrastiveLoss(memory_weight, norm=mcl_norm, self_in_bank=not filtered)
+        return _build_loss(name, num_classes=num_classes, embed_dim=embed_dim)
 
 
-def _build_loss(name: str, *, num_classes: int, embed_dim: int, memory_weight: float) -> nn.Module:
-    if name == "mcl":
-        return MemoryContrastiveLoss(memory_weight)
+def _build_loss(name: str, *, num_classes: int, embed_dim: int) -> nn.Module:
     if name == "softtriple":
         # the paper's settings: 10 centres per class under 500 classes, else 2
         centres = 10 if num_classes < 500 else 2

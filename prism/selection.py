@@ -13,8 +13,12 @@ For a batch of L2-normalised features f_i with labels y_i and a feature bank:
   tau TRMs. A TRM of 1 (no sample had a centre) or NaN does not enter the window. Samples with P > sTRM are kept;
   if none would be, the batch falls back to the rank cut and the window keeps only its newest value (as in the
   authors' code);
-- a sample whose class has no centre yet counts as clean (P = 1) and is always kept; with no centre at all (an
-  empty bank: the first step) every sample is kept.
+- start-up (``startup="ours"``): a sample whose class has no centre yet counts as clean (P = 1) and is always kept;
+  with no centre at all (an empty bank: the first step) every sample is kept. ``startup="authors"`` follows
+  ret_benchmark/losses/memory_contrastive_loss_w_PRISM.py: every class enters the softmax, those without a centre
+  with a zero centre (logit 0); a sample whose own class has none gets P = 1 but the rank cut still removes the
+  floor(R * n) lowest, ties broken by batch position; only an empty bank keeps the whole batch. On data with many
+  classes (SOP) the authors' rule keeps 1 - R of each batch while few centres exist, ours nearly all of it.
 
 Nothing here loops over samples or synchronises with the host: the window is a tensor ring on the device.
 A selector returns a keep-mask that a loss consumes, as a pytorch-metric-learning miner returns indices.
@@ -66,9 +70,12 @@ def exact_scores(feats: torch.Tensor, bank: FeatureBank, num_classes: int) -> tu
     return means.T, counts > 0
 
 
-def p_clean(scores: torch.Tensor, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """(n,) softmax probability of each sample's own label over the present classes; 1 where its class is absent."""
-    logits = scores.masked_fill(~present, float("-inf"))
+def p_clean(
+    scores: torch.Tensor, labels: torch.Tensor, present: torch.Tensor, *, absent_logit: float = float("-inf")
+) -> torch.Tensor:
+    """(n,) softmax probability of each sample's own label over the present classes (absent ones enter with
+    ``absent_logit``: -inf leaves them out); 1 where its own class is absent."""
+    logits = scores.masked_fill(~present, absent_logit)
     own = torch.gather(torch.log_softmax(logits, dim=1), 1, labels.view(-1, 1)).squeeze(1).exp()
     return torch.where(present[labels], own, torch.ones_like(own))
 
@@ -127,7 +134,8 @@ class Selection:
 def select(
     p: torch.Tensor, has_centre: torch.Tensor, any_centre: torch.Tensor, *, rate: float, window: ThresholdWindow
 ) -> Selection:
-    """Apply the sTRM rule to one batch's P_clean (``has_centre`` (n,): the sample's class has a centre)."""
+    """Apply the sTRM rule to one batch's P_clean (``has_centre`` (n,): the sample's class has a centre; pass all
+    True for the authors' start-up, and ``any_centre`` False only to keep the whole batch)."""
     trm, keep_rank = rank_cut(p, rate)
     window.push(trm)
     strm = window.mean()
@@ -152,16 +160,20 @@ class PrismSelector:
         rate: float = 0.5,
         window: int = 30,
         mode: str = "centre",
+        startup: str = "ours",
         device: torch.device | str = "cpu",
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"filter rate must be in [0, 1), got {rate}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.num_classes, self.rate, self.mode = num_classes, rate, mode
+        if startup not in ("ours", "authors"):
+            raise ValueError(f"startup must be ours or authors, got {startup!r}")
+        self.num_classes, self.rate, self.mode, self.startup = num_classes, rate, mode, startup
         self.centres = torch.zeros(num_classes, dim, device=device)
         self.has_centre = torch.zeros(num_classes, dtype=torch.bool, device=device)
         self.window = ThresholdWindow(window, device=device)
+        self.refresh_after = torch.ones((), dtype=torch.bool, device=device)
 
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor, bank: FeatureBank) -> Selection:
@@ -173,6 +185,12 @@ class PrismSelector:
             scores, present = exact_scores(feats, bank, self.num_classes)
         else:
             scores, present = centre_scores(feats, self.centres), self.has_centre
+        if self.startup == "authors":
+            # the authors' loss returns before touching its state when the bank is empty: no centres refresh then
+            self.refresh_after = bank.count > 0
+            p = p_clean(scores, labels, present, absent_logit=0.0)
+            always = torch.ones_like(labels, dtype=torch.bool)
+            return select(p, always, bank.count > 0, rate=self.rate, window=self.window)
         p = p_clean(scores, labels, present)
         return select(p, present[labels], present.any(), rate=self.rate, window=self.window)
 
@@ -183,7 +201,7 @@ class PrismSelector:
             return  # exact mode reads the bank itself
         means, present = class_centres(bank, self.num_classes)
         kept = torch.zeros(self.num_classes, device=means.device).index_add_(0, labels, keep.float()) > 0
-        refresh = kept & present
+        refresh = kept & present & self.refresh_after
         self.centres = torch.where(refresh.unsqueeze(1), means, self.centres)
         self.has_centre = self.has_centre | refresh
 

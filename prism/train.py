@@ -29,7 +29,6 @@ from prism.config import TrainConfig, resolve, save_config
 from prism.data import (
     EncodedImages,
     Images,
-    PKBatches,
     PreloadedBatches,
     TrainingData,
     collate_encoded,
@@ -43,6 +42,7 @@ from prism.evaluate import embed_loader, retrieval_metrics
 from prism.losses import build_loss
 from prism.memory import FeatureBank
 from prism.models import build_model
+from prism.samplers import make_sampler
 from prism.selection import PrismSelector
 
 # options that may differ between a run and its resumption; everything else must match the checkpoint
@@ -199,7 +199,9 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     device = ctx.device
     data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
     config = resolve(config, data.shape)
-    core = build_model(config.arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed).to(device)
+    core = build_model(
+        config.arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed, pooling=config.pooling
+    ).to(device)
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
@@ -218,10 +220,13 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         embed_dim=config.embed_dim,
         memory_weight=config.memory_weight,
         seed=config.seed,
+        mcl_norm=config.mcl_norm,
+        filtered=config.prism,
     ).to(device)
-    optimizer = torch.optim.Adam(
-        list(core.parameters()) + list(loss_fn.parameters()), lr=config.lr, weight_decay=config.weight_decay
-    )
+    groups = [{"params": list(core.parameters())}]
+    if list(loss_fn.parameters()):  # SoftTriple's centres: their own rate, no weight decay (the authors' CENTER_LR)
+        groups.append({"params": list(loss_fn.parameters()), "lr": config.proxy_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
     bank = FeatureBank(
         max(config.bank_size or len(data.train.files), config.batch_size),
@@ -236,6 +241,7 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
             rate=config.filter_rate,
             window=config.window,
             mode=config.mode,
+            startup=config.startup,
             device=device,
         )
         if config.prism
@@ -272,7 +278,8 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
             payload = checkpoint_payload(config, state, core, loss_fn, optimizer, scheduler, bank, selector, tracker)
             save_checkpoint(payload, path)
 
-    sampler = PKBatches(
+    sampler = make_sampler(
+        config.sampler,
         data.train.labels,
         p=config.classes_per_batch,
         k=config.samples_per_class,
@@ -284,11 +291,11 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     )
     on_device = config.decode == "device" and not data.small
     dataset = (
-        EncodedImages(data.train, config.image_size)
+        EncodedImages(data.train, config.image_size, config.crop_scale)
         if on_device
         else Images(
             data.train,
-            train_transform(data.small, config.image_size),
+            train_transform(data.small, config.image_size, config.crop_scale),
             preload=config.image_size if data.small else None,
         )
     )
@@ -323,12 +330,13 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         # every rank sees the whole global batch; only its own share of the embeddings carries a gradient
         emb = ctx.gather_with_grad(local.float())
         labels, rows = ctx.gather(labels), ctx.gather(rows)
-        if selector is not None and it >= config.warmup:
+        banked = it >= config.bank_start  # before it: the batch-only loss, no bank, no selection (XBM.START_ITERATION)
+        if selector is not None and banked and it >= config.warmup:
             selection = selector(emb, labels, bank)
             keep, p, threshold = selection.keep, selection.p, selection.threshold
         else:
             keep, p, threshold = torch.ones_like(labels, dtype=torch.bool), None, torch.tensor(float("nan"))
-        loss = loss_fn(emb, labels, keep, bank if loss_fn.uses_bank else None)
+        loss = loss_fn(emb, labels, keep, bank if loss_fn.uses_bank and banked else None)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages the model's gradients over ranks, hence the factor; the loss's own parameters (SoftTriple's
         # centres) live outside DDP and see the full global-batch gradient on every rank, hence the division
@@ -338,9 +346,10 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
                 param.grad /= ctx.world_size
         optimizer.step()
         scheduler.step()
-        bank.enqueue(emb.detach(), labels, keep)
-        if selector is not None:
-            selector.update_centres(bank, labels, keep)
+        if banked:
+            bank.enqueue(emb.detach(), labels, keep)
+            if selector is not None:
+                selector.update_centres(bank, labels, keep)
         tracker.update(rows, keep, p)
         if config.trace:
             trace.append(
@@ -399,9 +408,11 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
                     },
                 }
             )
-            # select=last, or no validation split: the newest model is the best one
+            # select=last, or no validation split: the newest model is the best one. A NaN score (every validation
+            # class of one image: MAP@R is undefined) never beats a number; while every score is NaN, the newest wins
             score = metrics[SELECTION_METRIC] if config.select == "val" and metrics else float(state.iteration)
-            if score > state.best_score:
+            score = -math.inf if math.isnan(score) else score
+            if score > state.best_score or score == state.best_score == -math.inf:
                 state.best_score, state.best_iteration = score, state.iteration
                 save(out / "checkpoint.pt")
             save(last)
@@ -421,6 +432,14 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     if state.iteration < config.iterations:
         return {"stopped_at": state.iteration, "out": str(out)}
     return finish(config, data, state, core, tracker, ctx, out, time.perf_counter() - start_time)
+
+
+def selected_by(config: TrainConfig, data: TrainingData, state: RunState) -> str:
+    if config.select != "val" or data.val is None:
+        return "last"
+    if state.best_score == -math.inf:
+        return f"last (validation {SELECTION_METRIC} undefined: every validation class has one image)"
+    return f"validation {SELECTION_METRIC}"
 
 
 def write_metrics(state: RunState, out: Path) -> None:
@@ -473,7 +492,7 @@ def finish(
         # the first iteration whose batch PRISM filtered (null if it never did); before it every sample trained
         "selection_started": config.warmup if config.prism and config.warmup < config.iterations else None,
         "best_iteration": state.best_iteration,
-        "selected_by": f"validation {SELECTION_METRIC}" if config.select == "val" and data.val else "last",
+        "selected_by": selected_by(config, data, state),
         "validation": data.val_by,
         "test": test,
         "noise_detection": noise,
@@ -513,7 +532,8 @@ def plot_curves(state: RunState, path: Path, *, title: str) -> None:
                 label=f"val {name} (clean labels)",
             )
     left.set(xlabel="iteration", title="validation retrieval", ylim=(0, 1))
-    left.legend(loc="lower right", fontsize=8)
+    if left.lines:  # no validation split (--val-fraction 0): an empty panel
+        left.legend(loc="lower right", fontsize=8)
     steps = state.steps
     for key, name in (("flag_precision", "flagged precision"), ("flag_recall", "flagged recall"), ("kept", "kept")):
         right.plot([s["iteration"] for s in steps], [np.nan if s[key] is None else s[key] for s in steps], label=name)
@@ -538,7 +558,9 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
     if getattr(data, split) is None:
         raise NoisekitError(f"{dataset} has no {split} split under this checkpoint's --val-fraction")
     config = resolve(config, data.shape)  # checkpoints written before the defaults were resolved
-    model = build_model(config.arch, embed_dim=config.embed_dim, weights="random", seed=config.seed)
+    model = build_model(
+        config.arch, embed_dim=config.embed_dim, weights="random", seed=config.seed, pooling=config.pooling
+    )
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

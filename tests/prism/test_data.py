@@ -144,7 +144,7 @@ def test_decode_device_trains_exactly_as_decode_workers_on_cpu(home: Path, tmp_p
 
 
 def test_bad_decode_option_is_one_line() -> None:
-    with pytest.raises(NoisekitError, match="--decode must be workers or device, got 'gpu'"):
+    with pytest.raises(NoisekitError, match="--decode must be one of workers, device, got 'gpu'"):
         TrainConfig(decode="gpu")
 
 
