@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from noisekit.features import FeatureOptions, ManifestImages, embed, eval_transform, resnet18_trunk
 from noisekit.manifest import Manifest, ManifestMeta, make_frame
+from noisekit.noise.features import FeatureOptions, ManifestImages, embed, eval_transform, resnet18_trunk
 from noisekit.noise.small_cluster import apply, plan
 
 

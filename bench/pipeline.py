@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from noisekit.features import IMAGENET_MEAN, IMAGENET_STD
+from noisekit.noise.features import IMAGENET_MEAN, IMAGENET_STD
 from prism.data import (
     CROP_RATIO,
     CROP_SCALE,

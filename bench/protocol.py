@@ -83,9 +83,9 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as home:
         os.environ["NOISEKIT_HOME"] = home
-        from noisekit.build import build
         from noisekit.noise.common import save_variant
         from noisekit.noise.symmetric import symmetric
+        from noisekit.sources.build import build
 
         _, clean = build(args.dataset)
         for rate in args.rates:

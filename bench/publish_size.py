@@ -93,10 +93,10 @@ def run(work: Path, workers: int) -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    from noisekit.build import BuildOptions, build
+    from noisekit.hub.publish import PublishOptions, publish
     from noisekit.noise.common import save_variant
     from noisekit.noise.symmetric import symmetric
-    from noisekit.publish import PublishOptions, publish
+    from noisekit.sources.build import BuildOptions, build
 
     start = time.perf_counter()
     n_images, raw_bytes = fake_cub(work / "CUB_200_2011", workers)

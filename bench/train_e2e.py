@@ -155,9 +155,9 @@ def model_only(args: argparse.Namespace) -> float:
 
 
 def precision_check(args: argparse.Namespace) -> None:
-    from noisekit.build import build
     from noisekit.noise.common import save_variant
     from noisekit.noise.symmetric import symmetric
+    from noisekit.sources.build import build
 
     _, clean = build("digits")
     save_variant(symmetric(clean.manifest, rate=0.5, seed=0))

@@ -53,9 +53,9 @@ def build(
     ] = False,
 ) -> None:
     """Build DATASET's clean manifest (standard DML split) into the data home."""
-    from noisekit.build import BuildOptions
-    from noisekit.build import build as run_build
     from noisekit.info import render, summary
+    from noisekit.sources.build import BuildOptions
+    from noisekit.sources.build import build as run_build
 
     start = time.perf_counter()
     options = BuildOptions(root, download, strict, food101_root, crawl, cars_root, mirror, full)
@@ -126,8 +126,8 @@ def make_small_cluster(
     variant: VariantOpt = None,
 ) -> None:
     """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes."""
-    from noisekit.features import FeatureOptions, train_features
     from noisekit.noise.common import load_clean, save_variant
+    from noisekit.noise.features import FeatureOptions, train_features
     from noisekit.noise.small_cluster import plan, small_cluster
 
     start = time.perf_counter()
@@ -216,11 +216,11 @@ def publish(
     overwrite: Annotated[bool, typer.Option(help="Replace configurations that exist with different content")] = False,
 ) -> None:
     """Write NAME's variants as a Hugging Face dataset folder (one configuration each) with a dataset card."""
-    from noisekit.cards import images_allowed
-    from noisekit.hub import check_repo_id, require_token
-    from noisekit.hub import push as push_folder
-    from noisekit.publish import PublishOptions, parse_size
-    from noisekit.publish import publish as run_publish
+    from noisekit.hub.cards import images_allowed
+    from noisekit.hub.publish import PublishOptions, parse_size
+    from noisekit.hub.publish import publish as run_publish
+    from noisekit.hub.repo import check_repo_id, require_token
+    from noisekit.hub.repo import push as push_folder
 
     start = time.perf_counter()
     size = parse_size(max_shard_size)
@@ -251,7 +251,7 @@ def load(
     config: Annotated[str | None, typer.Option(help="The configuration (variant) to load")] = None,
 ) -> None:
     """Load one configuration with datasets and summarise it: splits, rows, features, noise rate."""
-    from noisekit.hub import render, summary
+    from noisekit.hub.repo import render, summary
 
     typer.echo(render(summary(repo_or_dir, config)))
 
@@ -276,9 +276,9 @@ def crawl(
     ] = None,
 ) -> None:
     """Download every image of a URL list into --out, verify it, and record each row's outcome."""
-    from noisekit.crawl import CrawlOptions
-    from noisekit.crawl import crawl as run_crawl
-    from noisekit.url_list import parse_rewrite
+    from noisekit.crawl.crawler import CrawlOptions
+    from noisekit.crawl.crawler import crawl as run_crawl
+    from noisekit.crawl.url_list import parse_rewrite
 
     rewrites = tuple(parse_rewrite(spec) for spec in url_rewrite or ())
     options = CrawlOptions(

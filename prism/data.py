@@ -67,7 +67,7 @@ class TrainingData:
 def load_manifest(ref: str) -> Manifest:
     """``NAME``, ``NAME/VARIANT``, a manifest path, ``hub:OWNER/REPO:CONFIG`` or a published folder (``DIR`` or
     ``DIR/CONFIG``); published data is materialised once into the data home (images + manifest)."""
-    from noisekit.hub import published_manifest
+    from noisekit.hub.repo import published_manifest
 
     published = published_manifest(ref)
     return published if published is not None else read_manifest(resolve_manifest(ref))

@@ -19,11 +19,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from noisekit.build import build
 from noisekit.manifest import atomic_path, write_json
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
 from noisekit.progress import progress
+from noisekit.sources.build import build
 
 METRICS = (("precision_at_1", "P@1"), ("mean_average_precision_at_r", "MAP@R"), ("r_precision", "R-Prec"))
 

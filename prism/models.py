@@ -10,7 +10,13 @@ from torch import nn
 from torchvision import models
 
 from noisekit.errors import NoisekitError
-from noisekit.features import IMAGENET_MEAN, IMAGENET_STD, cached_state_dict, imagenet_state_dict, load_state_dict_file
+from noisekit.noise.features import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cached_state_dict,
+    imagenet_state_dict,
+    load_state_dict_file,
+)
 from prism.bninception import BNInception, load_released
 
 # the commonly distributed ImageNet BN-Inception (Cadene's conversion of the Caffe model), which the PRISM authors

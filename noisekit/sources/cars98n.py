@@ -21,7 +21,7 @@ Left out, each counted in the build notes and in ``clean.leakage.json`` beside t
    real web noise does not have. Dropping leaves the remaining noise as the web made it, at the cost of the
    conflicting images (about 9% of the distinct URLs), which the report lists.
 4. Leakage: a crawled image that is a near-duplicate of any CARS196 test image is excluded and listed with its
-   closest test image. The check is a 64-bit perceptual hash (pHash, :mod:`noisekit.phash`) at Hamming distance
+   closest test image. The check is a 64-bit perceptual hash (pHash, :mod:`noisekit.crawl.phash`) at Hamming distance
    at most :data:`LEAKAGE_MAX_DISTANCE`, not a CNN embedding: the question is "is this the same photograph,
    resized, re-encoded, recoloured or slightly cropped" (how web re-posts of CARS196's own web images look), not
    "is this a similar car", which an embedding answers and which would also remove honest images of the same model
@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noisekit.crawl_record import RECORD, load_record
+from noisekit.crawl.fetch import OK
+from noisekit.crawl.phash import hash_files, nearest
+from noisekit.crawl.record import RECORD, load_record
 from noisekit.errors import NoisekitError
-from noisekit.fetch import OK
-from noisekit.phash import hash_files, nearest
 from noisekit.sources import cars
 from noisekit.sources.common import BuildResult, assemble, require_dir
 

@@ -24,10 +24,10 @@ from image_server import COUNTS, Handler, jpeg, png, running, shared_key
 from PIL import Image
 
 from noisekit.cli import app
-from noisekit.crawl import USER_AGENT, CrawlOptions, crawl
-from noisekit.crawl_record import JOURNAL, RECORD, load_record
+from noisekit.crawl.crawler import USER_AGENT, CrawlOptions, crawl
+from noisekit.crawl.fetch import inspect_image
+from noisekit.crawl.record import JOURNAL, RECORD, load_record
 from noisekit.errors import NoisekitError
-from noisekit.fetch import inspect_image
 
 CARS_98N = Path(__file__).parents[1] / "data" / "prism-official" / "CARS_98N_list.csv"
 PINIMG = "https://i.pinimg.com"
@@ -223,7 +223,7 @@ def test_hostile_cases_end_as_rows_with_their_reason(hostile, tmp_path: Path) ->
 
 
 def test_own_pixel_cap_and_per_host_limit(tmp_path: Path) -> None:
-    from noisekit.fetch import Failure
+    from noisekit.crawl.fetch import Failure
 
     with pytest.raises(Failure, match="exceeds max_pixels 5,000"):
         inspect_image(png(100, 100, bytes(100 * 101)), max_pixels=5_000)
@@ -377,7 +377,7 @@ def test_input_formats_agree(tmp_path: Path) -> None:
     (tmp_path / "header.tsv").write_text("label\turl\n" + "".join(f"{k}\t{u}\n" for u, k in pairs))
     (tmp_path / "list.jsonl").write_text("".join(json.dumps({"url": u, "label": k}) + "\n" for u, k in pairs))
     pq.write_table(pa.table({"url": urls, "label": labels}), tmp_path / "list.parquet")
-    from noisekit.url_list import read_url_list
+    from noisekit.crawl.url_list import read_url_list
 
     for name in ("plain.csv", "header.csv", "header.tsv", "list.jsonl", "list.parquet"):
         got = read_url_list(tmp_path / name)

@@ -20,14 +20,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import noisekit
-from noisekit.build import build
 from noisekit.cli import app
-from noisekit.features import FeatureOptions, train_features
+from noisekit.hub.publish import PublishOptions, publish
 from noisekit.manifest import Manifest, read_manifest, write_manifest
 from noisekit.noise.common import save_variant
+from noisekit.noise.features import FeatureOptions, train_features
 from noisekit.noise.small_cluster import small_cluster
 from noisekit.noise.symmetric import symmetric
-from noisekit.publish import PublishOptions, publish
+from noisekit.sources.build import build
 
 CONFIGS = ("clean", "small_cluster-0.5", "symmetric-0.5")
 SECRET = "hf_noisekitTestSecret0123456789"

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
+from noisekit.crawl.phash import hamming, nearest, phash, phash_file
 from noisekit.errors import NoisekitError
-from noisekit.phash import hamming, nearest, phash, phash_file
 
 # imagehash 4.3.2's str(imagehash.phash(image)) for scikit-learn's bundled china.jpg and flower.jpg, computed once
 # in a scratch environment (imagehash is not a dependency).

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from noisekit.errors import NoisekitError
-from noisekit.features import IMAGENET_MEAN, IMAGENET_STD
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, write_manifest
+from noisekit.noise.features import IMAGENET_MEAN, IMAGENET_STD
 from prism.config import TrainConfig
 from prism.data import (
     EncodedImages,

@@ -10,9 +10,9 @@ import torch
 import yaml
 from cli_checks import one_line_error
 
-from noisekit.build import build
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
+from noisekit.sources.build import build
 from prism.cli import app
 from prism.config import DataShape, TrainConfig, resolve
 from prism.data import prepare

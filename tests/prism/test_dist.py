@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from noisekit.build import build
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
+from noisekit.sources.build import build
 
 
 def _run(args: list[str], home: Path) -> None:

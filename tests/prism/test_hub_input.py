@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from noisekit.build import build
 from noisekit.errors import NoisekitError
+from noisekit.hub.publish import PublishOptions, publish
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
-from noisekit.publish import PublishOptions, publish
+from noisekit.sources.build import build
 from prism.cli import app
 from prism.config import TrainConfig
 from prism.data import load_manifest

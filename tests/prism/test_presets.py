@@ -15,10 +15,10 @@ import yaml
 from cli_checks import one_line_error
 from fakes import PRISM_LISTS
 
-from noisekit.build import build
 from noisekit.errors import NoisekitError
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
+from noisekit.sources.build import build
 from prism.bninception import BNInception
 from prism.cli import app
 from prism.config import DataShape, load_config, presets, resolve

@@ -12,10 +12,10 @@ import yaml
 from cli_checks import one_line_error
 from PIL import Image
 
-from noisekit.build import build
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, write_manifest
 from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
+from noisekit.sources.build import build
 from prism.cli import app
 from prism.config import TrainConfig
 from prism.train import load_checkpoint, train

@@ -12,12 +12,12 @@ import pytest
 from cli_checks import one_line_error
 from fakes import PRISM_LISTS, fake_cars_folders, prism_cars_classes, prism_cars_images
 
-from noisekit.build import BuildOptions, build
 from noisekit.cli import app
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.noise.common import load_clean
 from noisekit.noise.official_lists import import_lists, map_paths
+from noisekit.sources.build import BuildOptions, build
 
 SYMMETRIC = PRISM_LISTS / "CARS_0.1noised_train.csv"
 SYMMETRIC_CLEANED = PRISM_LISTS / "CARS_0.1noised_cleaned_train.csv"

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torchvision
 
-from noisekit.build import build
 from noisekit.cli import app
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest
 from noisekit.noise.small_cluster import Plan, apply, small_cluster
+from noisekit.sources.build import build
 
 FAST = ["--image-size", "32", "--workers", "0", "--batch-size", "128"]
 

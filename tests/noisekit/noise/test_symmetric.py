@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noisekit.build import build
 from noisekit.cli import app
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest
 from noisekit.noise.symmetric import flip_counts, symmetric
+from noisekit.sources.build import build
 
 
 @pytest.fixture

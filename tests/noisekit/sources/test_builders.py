@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fakes import FOOD_CLASSES, cars_class_names, fake_cars, fake_cub, fake_food101n, fake_sop
 
-from noisekit.build import BuildOptions, build
 from noisekit.manifest import read_manifest
 from noisekit.paths import manifest_path
+from noisekit.sources.build import BuildOptions, build
 
 
 def _disjoint(manifest) -> None:

@@ -13,13 +13,13 @@ from image_server import Server, jpeg, running
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_sample_images
 
-from noisekit.build import BuildOptions, build
 from noisekit.cli import app
-from noisekit.crawl import CrawlOptions, crawl
-from noisekit.crawl_record import Record
+from noisekit.crawl.crawler import CrawlOptions, crawl
+from noisekit.crawl.phash import phash
+from noisekit.crawl.record import Record
 from noisekit.errors import NoisekitError
 from noisekit.manifest import read_manifest
-from noisekit.phash import phash
+from noisekit.sources.build import BuildOptions, build
 from noisekit.sources.cars98n import LEAKAGE_MAX_DISTANCE
 
 

@@ -9,9 +9,9 @@ import pytest
 from cli_checks import one_line_error
 from fakes import fake_cars, fake_cars_folders, prism_cars_classes
 
-from noisekit.build import BuildOptions, build
 from noisekit.cli import app
 from noisekit.manifest import read_manifest
+from noisekit.sources.build import BuildOptions, build
 
 
 def _files(classes: list[str], per_class: int) -> list[str]:

@@ -14,10 +14,10 @@ from cli_checks import one_line_error
 from PIL import Image
 from torchvision.datasets import Omniglot
 
-from noisekit.build import build
 from noisekit.cli import app
 from noisekit.manifest import read_manifest
 from noisekit.sources import omniglot
+from noisekit.sources.build import build
 
 SMALL1 = ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin")
 TEST_ALPHABETS = {"Japanese_(katakana)", "Sanskrit", "Tagalog"}
@@ -142,7 +142,7 @@ def test_full_root_without_its_folders_names_the_folder(runner, tmp_path: Path) 
 
 
 def test_card_allows_publishing_the_images() -> None:
-    from noisekit.cards import commands, images_allowed
+    from noisekit.hub.cards import commands, images_allowed
 
     assert images_allowed("omniglot")  # MIT: `noisekit publish omniglot` may include the images
     assert commands({"dataset": "omniglot", "variant": "clean"}) == ["noisekit build omniglot"]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from noisekit.errors import NoisekitError
+from noisekit.hub.published import SPLIT_NAMES, read_folder
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest, write_manifest
 from noisekit.paths import data_home
-from noisekit.published import SPLIT_NAMES, read_folder
 
 if TYPE_CHECKING:
     import datasets

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from noisekit.errors import NoisekitError
+from noisekit.hub.published import META_KEY, ConfigRecord, features, shard_name
 from noisekit.progress import progress
-from noisekit.published import META_KEY, ConfigRecord, features, shard_name
 
 IMAGE_ROW_GROUP = 100  # rows per Parquet row group of image shards: small reads when streaming
 

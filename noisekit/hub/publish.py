@@ -1,6 +1,6 @@
 """``noisekit publish``: a built dataset's variants -> a Hugging Face dataset repository folder.
 
-One configuration per variant (layout in :mod:`noisekit.published`), Parquet shards of at most ``max_shard_size``
+One configuration per variant (layout in :mod:`noisekit.hub.published`), Parquet shards of at most ``max_shard_size``
 bytes of images, and a README.md card rendered from every configuration present. Publishing is incremental: a
 configuration already there with the same content (rows, labels, noise metadata and image bytes, hashed) is kept
 as it is; with different content it is refused unless ``overwrite``. The new folder is assembled in a temporary
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from noisekit import cards
 from noisekit.errors import NoisekitError
+from noisekit.hub import cards
+from noisekit.hub.published import SHARED, SPLIT_NAMES, ConfigRecord, Folder, public_meta, read_folder
+from noisekit.hub.shards import read_image, write_config
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import CLEAN, check_name, data_home
-from noisekit.published import SHARED, SPLIT_NAMES, ConfigRecord, Folder, public_meta, read_folder
-from noisekit.shards import read_image, write_config
 
 DEFAULT_MAX_SHARD_SIZE = 500 * 10**6  # as datasets' push_to_hub
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}

@@ -17,9 +17,9 @@ import yaml
 
 from noisekit import __version__
 from noisekit.errors import NoisekitError
-from noisekit.published import SHARED, ConfigRecord, Folder, SplitFiles, features
+from noisekit.hub.published import SHARED, ConfigRecord, Folder, SplitFiles, features
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "data_cards"
+TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 IMAGES_KEY = "noisekit_images"  # template-only key: may the source's images be redistributed ("allowed")?
 
 PRISM_CITATION = """The noise protocol (symmetric and Small Cluster noise, CARS-98N) is that of PRISM; cite it too:

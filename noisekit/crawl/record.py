@@ -1,7 +1,7 @@
 """What a crawl knows about every input row: ``OUT/crawl.parquet``, plus a journal that makes it crash-safe.
 
 One record row per input row (in input order), columns :data:`COLUMNS`. ``status`` is null while the row is
-pending, else ``ok`` or the kind of failure (see :mod:`noisekit.fetch`) with ``error`` saying why; ``path`` is the
+pending, else ``ok`` or the kind of failure (see :mod:`noisekit.crawl.fetch`) with ``error`` saying why; ``path`` is the
 stored image's path relative to the output folder.
 
 Crash safety: the Parquet file is only ever replaced whole (temporary file + rename). Between two such checkpoints
@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from noisekit import __version__
+from noisekit.crawl.fetch import KINDS, Fetched
 from noisekit.errors import NoisekitError
-from noisekit.fetch import KINDS, Fetched
 from noisekit.manifest import atomic_path, read_parquet
 
 RECORD = "crawl.parquet"

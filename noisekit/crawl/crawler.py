@@ -2,13 +2,13 @@
 
 Architecture, after img2dataset's downloader:
 
-1. Read the list (:mod:`noisekit.url_list`), apply ``--url-rewrite`` rules, group rows by URL: a URL listed under
+1. Read the list (:mod:`noisekit.crawl.url_list`), apply ``--url-rewrite`` rules, group rows by URL: a URL listed under
    several labels is fetched once and its rows share the result.
-2. A thread pool fetches the URLs (:func:`noisekit.fetch.fetch_image`): one requests Session per thread with
+2. A thread pool fetches the URLs (:func:`noisekit.crawl.fetch.fetch_image`): one requests Session per thread with
    urllib3 Retry (429 and 5xx, exponential backoff, Retry-After), (connect, read) timeouts, a byte cap, image
    verification, content-addressed storage; at most ``max_per_host`` requests to one host at a time. At most two
    URLs per worker are queued, so memory does not grow with the list.
-3. The main thread alone records results (:mod:`noisekit.crawl_record`): a flushed journal line per URL, an atomic
+3. The main thread alone records results (:mod:`noisekit.crawl.record`): a flushed journal line per URL, an atomic
    rewrite of ``crawl.parquet`` every few seconds and at the end, and the progress bar. Per-row failures are data
    (``status``, ``error``), never exceptions; the run ends with a one-line summary.
 
@@ -36,12 +36,12 @@ import requests
 from PIL import Image
 
 from noisekit import __version__
-from noisekit.crawl_record import JOURNAL, RECORD, Journal, Record, load_record, new_meta
+from noisekit.crawl.fetch import DEFAULT_MAX_PIXELS, IMAGES, OK, Fetched, Limits, fetch_image, host_of
+from noisekit.crawl.record import JOURNAL, RECORD, Journal, Record, load_record, new_meta
+from noisekit.crawl.url_list import UrlList, read_url_list, rewrite
 from noisekit.download import http_session
 from noisekit.errors import NoisekitError
-from noisekit.fetch import DEFAULT_MAX_PIXELS, IMAGES, OK, Fetched, Limits, fetch_image, host_of
 from noisekit.progress import progress
-from noisekit.url_list import UrlList, read_url_list, rewrite
 
 USER_AGENT = f"noisekit/{__version__} (research image-dataset crawler; python-requests)"
 MAX_REDIRECTS = 10
