@@ -136,7 +136,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
 ) -> None:
     """Score a checkpoint on a split of a dataset; prints one JSON object."""
-    from prism.train import evaluate_checkpoint
+    from prism.report import evaluate_checkpoint
 
     typer.echo(json.dumps(evaluate_checkpoint(checkpoint, dataset, split=split, device=device), indent=2))
 

@@ -1,0 +1,119 @@
+"""A run's state and its checkpoints: what ``last.pt`` / ``checkpoint.pt`` hold, reading them back safely, and the
+check that a resumed run uses the options it was started with."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noisekit.errors import NoisekitError
+from noisekit.manifest import atomic_path
+from prism.config import TrainConfig
+
+# options that may differ between a run and its resumption; everything else must match the checkpoint
+RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace", "compile"}
+
+
+@dataclass
+class NoiseTracker:
+    """Per training image: how often it was drawn, how often flagged, its last P_clean (on the device)."""
+
+    seen: torch.Tensor
+    flagged: torch.Tensor
+    last_p: torch.Tensor
+
+    @classmethod
+    def create(cls, n: int, device: torch.device) -> NoiseTracker:
+        return cls(
+            torch.zeros(n, dtype=torch.long, device=device),
+            torch.zeros(n, dtype=torch.long, device=device),
+            torch.full((n,), float("nan"), device=device),
+        )
+
+    def update(self, rows: torch.Tensor, keep: torch.Tensor, p: torch.Tensor | None) -> None:
+        self.seen.index_add_(0, rows, torch.ones_like(rows))
+        self.flagged.index_add_(0, rows, (~keep).long())
+        if p is not None:
+            self.last_p.index_copy_(0, rows, p.float())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"seen": self.seen.clone(), "flagged": self.flagged.clone(), "last_p": self.last_p.clone()}
+
+
+@dataclass
+class RunState:
+    iteration: int = 0
+    best_score: float = -math.inf
+    best_iteration: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
+    steps: list[dict[str, float]] = field(default_factory=list)  # one row per log step
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> RunState:
+        return cls(
+            payload["iteration"],
+            payload["best_score"],
+            payload["best_iteration"],
+            json.loads(payload["history"]),
+            json.loads(payload["steps"]),
+        )
+
+
+def checkpoint_payload(
+    config: TrainConfig, state: RunState, model, loss, optimizer, scheduler, bank, selector, tracker
+) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "iteration": state.iteration,
+        "best_score": state.best_score,
+        "best_iteration": state.best_iteration,
+        "history": json.dumps(state.history),
+        "steps": json.dumps(state.steps),
+        "model": model.state_dict(),
+        "loss": loss.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "bank": bank.state_dict(),
+        "selector": selector.state_dict() if selector is not None else {},
+        "tracker": tracker.state_dict(),
+    }
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise NoisekitError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises zip, pickle and runtime errors for a damaged file
+        raise NoisekitError(
+            f"{path}: not a readable prism checkpoint ({type(exc).__name__}); is it corrupted?"
+        ) from None
+    if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
+        raise NoisekitError(f"{path}: not a prism checkpoint (no config or model inside)")
+    return payload
+
+
+def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    now = config.to_dict()
+    diff = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
+    if diff:
+        k = diff[0]
+        raise NoisekitError(
+            f"{path} was written by another config ({k}: {saved.get(k)!r} there, {now[k]!r} now); "
+            "use a fresh --out or the same options"
+        )
+
+
+def write_metrics(state: RunState, out: Path) -> None:
+    with atomic_path(out / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in state.history))
