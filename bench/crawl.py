@@ -14,7 +14,7 @@ img2dataset is not a project dependency: install it in a separate environment (i
 downgrade this project's pandas) and pass its executable:
 
     python -m venv /path/to/i2d && /path/to/i2d/bin/pip install img2dataset
-    .venv/bin/python bench/crawl.py --img2dataset /path/to/i2d/bin/img2dataset [--workers 16] [--repeats 3]
+    .venv/bin/python bench/crawl.py --img2dataset /path/to/i2d/bin/img2dataset [--threads 16] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def count_files(folder: Path, suffix: str) -> int:
 
 
 def run_noisekit(listing: Path, out: Path, workers: int) -> tuple[float, int, str]:
-    cmd = [sys.executable, "-m", "noisekit", "crawl", str(listing), "--out", str(out), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "noisekit", "crawl", str(listing), "--out", str(out), "--threads", str(workers)]
     cmd += ["--max-per-host", str(workers), "--retries", "0"]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"TQDM_DISABLE": "1"})
@@ -126,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--img2dataset", default=shutil.which("img2dataset"), help="img2dataset's executable")
-    parser.add_argument("--workers", type=int, default=16, help="download threads, for both tools")
+    parser.add_argument("--threads", type=int, default=16, help="download threads, for both tools")
     parser.add_argument("--images", type=int, default=None, help="first N distinct URLs (default all 8,626)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the outputs (default: the system's)")
@@ -150,10 +150,10 @@ def main() -> None:
                 for tool in ("noisekit", "img2dataset"):
                     out = work / f"{tool}-{round_}"
                     if tool == "noisekit":
-                        seconds, stored, note = run_noisekit(work / "list.csv", out, args.workers)
+                        seconds, stored, note = run_noisekit(work / "list.csv", out, args.threads)
                     else:
                         listing = work / "list_i2d.csv"
-                        seconds, stored, note = run_img2dataset(args.img2dataset, listing, out, args.workers)
+                        seconds, stored, note = run_img2dataset(args.img2dataset, listing, out, args.threads)
                     if stored != len(rows):
                         raise SystemExit(f"{tool} stored {stored} of {len(rows)} images")
                     times[tool].append(seconds)
@@ -164,7 +164,7 @@ def main() -> None:
         server.kill()
     rate = {tool: len(rows) / statistics.median(ts) for tool, ts in times.items()}
     print(
-        f"{len(rows):,} images, {args.workers} workers, median of {args.repeats}: noisekit {rate['noisekit']:.1f} "
+        f"{len(rows):,} images, {args.threads} workers, median of {args.repeats}: noisekit {rate['noisekit']:.1f} "
         f"images/s, img2dataset {rate['img2dataset']:.1f} images/s, ratio noisekit/img2dataset "
         f"{rate['noisekit'] / rate['img2dataset']:.2f}"
     )

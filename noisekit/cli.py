@@ -16,7 +16,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="noisekit",
-    help="Build noisy-label deep metric learning benchmarks, add label noise, publish them.",
+    help="Build noisy-label deep metric learning benchmarks, add label noise, publish them.\n\n"
+    "Example: noisekit make small-cluster --dataset cub --rate 0.5",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -52,7 +53,10 @@ def build(
         bool, typer.Option(help="omniglot: the full background/evaluation sets, not the shipped small subsets")
     ] = False,
 ) -> None:
-    """Build DATASET's clean manifest (standard DML split) into the data home."""
+    """Build DATASET's clean manifest (standard DML split) into the data home.
+
+    Example: noisekit build cub --root ~/data --download
+    """
     from noisekit.info import render, summary
     from noisekit.sources.build import BuildOptions
     from noisekit.sources.build import build as run_build
@@ -75,7 +79,10 @@ def info(
     name: Annotated[str, typer.Argument(help="NAME, NAME/VARIANT or a manifest path")],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
-    """Show images and classes per split and the noise figures of a manifest."""
+    """Show images and classes per split and the noise figures of a manifest.
+
+    Example: noisekit info cub/small_cluster-0.5 --json
+    """
     from noisekit.info import info as get_info
     from noisekit.info import render, to_json
 
@@ -83,12 +90,31 @@ def info(
     typer.echo(to_json(data) if json_ else render(data))
 
 
-make_app = typer.Typer(help="Add label noise to a built dataset's training split.", no_args_is_help=True)
+make_app = typer.Typer(
+    help="Add label noise to a built dataset's training split.\n\n"
+    "Example: noisekit make symmetric --dataset cub --rate 0.5",
+    no_args_is_help=True,
+)
 app.add_typer(make_app, name="make")
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", help="A built dataset (noisekit build NAME)")]
+# One vocabulary for noisekit and prism: an option of the same name means the same thing in every command; its help
+# starts with this text (tests/test_layout.py checks both CLIs)
+HELP = {
+    "--seed": "Random seed",
+    "--device": "Torch device: cpu, cuda, cuda:1, ...",
+    "--workers": "DataLoader worker processes that read and decode images (0: the main process)",
+    "--out": "Folder this command writes",
+    "--dataset": "A built dataset, NAME or NAME/VARIANT",
+    "--image-size": "Side in pixels of the square crop fed to the network",
+    "--weights": "Backbone weights: imagenet, random or a state-dict FILE",
+}
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", help=f"{HELP['--dataset']} (VARIANT only clean: noise goes on the clean manifest)")
+]
 RateOpt = Annotated[float, typer.Option("--rate", help="Requested noise rate in [0, 1)")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives a byte-identical manifest")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help=f"{HELP['--seed']}; the same seed gives a byte-identical manifest")
+]
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant name (default MODEL-RATE)")]
 
 
@@ -103,7 +129,10 @@ def _report_variant(path: Path, report: dict, start: float) -> None:
 @make_app.command("symmetric")
 @user_errors
 def make_symmetric(dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, variant: VariantOpt = None) -> None:
-    """Move round(R * N) training images (floor or ceil of R * n_c per class) to uniformly drawn other classes."""
+    """Move round(R * N) training images (floor or ceil of R * n_c per class) to uniformly drawn other classes.
+
+    Example: noisekit make symmetric --dataset cars --rate 0.2 --seed 0
+    """
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.symmetric import symmetric
 
@@ -118,14 +147,17 @@ def make_small_cluster(
     dataset: DatasetOpt,
     rate: RateOpt,
     seed: SeedOpt = 0,
-    weights: Annotated[str, typer.Option(help="imagenet, random or a ResNet-18 state-dict FILE")] = "imagenet",
-    device: Annotated[str, typer.Option(help="Device for the feature extractor (cpu, cuda, cuda:1)")] = "cpu",
+    weights: Annotated[str, typer.Option(help=f"{HELP['--weights']} (ResNet-18)")] = "imagenet",
+    device: Annotated[str, typer.Option(help=HELP["--device"])] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per feature batch")] = 64,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 2,
-    image_size: Annotated[int, typer.Option(min=32, help="Crop size fed to ResNet-18")] = 224,
+    workers: Annotated[int, typer.Option(min=0, help=HELP["--workers"])] = 2,
+    image_size: Annotated[int, typer.Option(min=32, help=HELP["--image-size"])] = 224,
     variant: VariantOpt = None,
 ) -> None:
-    """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes."""
+    """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes.
+
+    Example: noisekit make small-cluster --dataset cub --rate 0.5 --device cuda
+    """
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.features import FeatureOptions, train_features
     from noisekit.noise.small_cluster import plan, small_cluster
@@ -168,7 +200,10 @@ def import_lists(
         ),
     ] = "auto",
 ) -> None:
-    """Import the PRISM authors' noisy label list as a variant (training split = the list's rows)."""
+    """Import the PRISM authors' noisy label list as a variant (training split = the list's rows).
+
+    Example: noisekit import-lists --dataset cars --list CARS_0.1noised_train.csv --variant official-symmetric-0.1
+    """
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.official_lists import import_lists as run_import
     from noisekit.noise.official_lists import report_extra
@@ -206,7 +241,7 @@ def import_lists(
 @user_errors
 def publish(
     name: Annotated[str, typer.Argument(help="A built dataset (noisekit build NAME)")],
-    out: Annotated[Path, typer.Option("--out", help="The dataset repository folder to write or update")],
+    out: Annotated[Path, typer.Option("--out", help=f"{HELP['--out']}: the dataset repository folder, new or updated")],
     variant: Annotated[
         list[str] | None, typer.Option("--variant", help="A variant to publish; repeat for more (default: all)")
     ] = None,
@@ -215,7 +250,10 @@ def publish(
     max_shard_size: Annotated[str, typer.Option(help="Largest Parquet shard, e.g. 500MB or 2GB")] = "500MB",
     overwrite: Annotated[bool, typer.Option(help="Replace configurations that exist with different content")] = False,
 ) -> None:
-    """Write NAME's variants as a Hugging Face dataset folder (one configuration each) with a dataset card."""
+    """Write NAME's variants as a Hugging Face dataset folder (one configuration each) with a dataset card.
+
+    Example: noisekit publish cub --out ~/hf/cub-noisy --push me/cub-noisy
+    """
     from noisekit.hub.cards import images_allowed
     from noisekit.hub.publish import PublishOptions, parse_size
     from noisekit.hub.publish import publish as run_publish
@@ -250,7 +288,10 @@ def load(
     repo_or_dir: Annotated[str, typer.Argument(help="A published folder or a Hub dataset OWNER/REPO")],
     config: Annotated[str | None, typer.Option(help="The configuration (variant) to load")] = None,
 ) -> None:
-    """Load one configuration with datasets and summarise it: splits, rows, features, noise rate."""
+    """Load one configuration with datasets and summarise it: splits, rows, features, noise rate.
+
+    Example: noisekit load ~/hf/cub-noisy --config symmetric-0.5
+    """
     from noisekit.hub.repo import render, summary
 
     typer.echo(render(summary(repo_or_dir, config)))
@@ -262,8 +303,9 @@ def crawl(
     manifest: Annotated[
         Path, typer.Argument(help="url,label list: headerless CSV, CSV/TSV with a header, JSONL or Parquet")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the images and the record crawl.parquet")],
-    workers: Annotated[int, typer.Option(help="Download threads")] = 16,
+    out: Annotated[Path, typer.Option("--out", help=f"{HELP['--out']}: the images and the record crawl.parquet")],
+    threads: Annotated[int, typer.Option("--threads", help="Download threads")] = 16,
+    old_workers: Annotated[int | None, typer.Option("--workers", hidden=True, help="Older name of --threads")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to connect and per read (a body gets 4x in all)")] = 10.0,
     retries: Annotated[int, typer.Option(help="Retries of connection errors, 429 and 5xx (backoff, Retry-After)")] = 3,
     max_bytes: Annotated[int, typer.Option(help="Largest body accepted, in bytes")] = 20 * 2**20,
@@ -275,14 +317,17 @@ def crawl(
         list[str] | None, typer.Option("--url-rewrite", help="FROM=TO: replace FROM in each URL; repeatable")
     ] = None,
 ) -> None:
-    """Download every image of a URL list into --out, verify it, and record each row's outcome."""
+    """Download every image of a URL list into --out, verify it, and record each row's outcome.
+
+    Example: noisekit crawl CARS_98N_list.csv --out ~/data/cars98n-crawl --threads 32
+    """
     from noisekit.crawl.crawler import CrawlOptions
     from noisekit.crawl.crawler import crawl as run_crawl
     from noisekit.crawl.url_list import parse_rewrite
 
     rewrites = tuple(parse_rewrite(spec) for spec in url_rewrite or ())
     options = CrawlOptions(
-        workers=workers,
+        threads=threads if old_workers is None else old_workers,
         timeout=timeout,
         retries=retries,
         max_bytes=max_bytes,

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from noisekit.cli import user_errors
+from noisekit.cli import HELP, user_errors
 
 app = typer.Typer(
     name="prism",
-    help="Train and evaluate PRISM and its baselines on noisekit datasets.",
+    help="Train and evaluate PRISM and its baselines on noisekit datasets.\n\n"
+    "Example: prism train --dataset omniglot/symmetric-0.5",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -23,7 +24,8 @@ app = typer.Typer(
 @user_errors
 def train(
     dataset: Annotated[
-        str | None, typer.Option(help="NAME/VARIANT, a manifest path, a published folder or hub:OWNER/REPO:CONFIG")
+        str | None,
+        typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published folder or hub:OWNER/REPO:CONFIG"),
     ] = None,
     preset: Annotated[
         str | None, typer.Option(help="A shipped configuration, e.g. paper-cars (prism presets lists them)")
@@ -43,14 +45,14 @@ def train(
         str | None, typer.Option(help="MCL normalisation: kept (by kept samples) or authors (bank term by batch)")
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Training iterations")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of model init, batches and augmentation")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
-    out: Annotated[str | None, typer.Option(help="Folder for the run's outputs")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"{HELP['--seed']} of model init, batches and augmentation")] = None,
+    device: Annotated[str | None, typer.Option(help=HELP["--device"])] = None,
+    out: Annotated[str | None, typer.Option(help=f"{HELP['--out']}: the run's outputs")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of options (flags override it)")] = None,
     arch: Annotated[str | None, typer.Option(help="auto, small_cnn, resnet18, resnet50 or bninception")] = None,
     pooling: Annotated[str | None, typer.Option(help="Global pooling of the backbone: avg or max")] = None,
     embed_dim: Annotated[int | None, typer.Option(help="Embedding dimension")] = None,
-    weights: Annotated[str | None, typer.Option(help="Backbone init: imagenet, random or a state-dict FILE")] = None,
+    weights: Annotated[str | None, typer.Option(help=HELP["--weights"])] = None,
     classes_per_batch: Annotated[int | None, typer.Option("--classes-per-batch", "-P", help="P")] = None,
     samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-K", help="K")] = None,
     sampler: Annotated[
@@ -69,8 +71,8 @@ def train(
     eval_every: Annotated[int | None, typer.Option(help="Iterations between validations")] = None,
     warmup: Annotated[int | None, typer.Option(help="Iterations before selection starts")] = None,
     bank_size: Annotated[int | None, typer.Option(help="Feature bank slots (0: training set size)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Crop size for resnets")] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers")] = None,
+    image_size: Annotated[int | None, typer.Option(help=HELP["--image-size"])] = None,
+    workers: Annotated[int | None, typer.Option(help=HELP["--workers"])] = None,
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
@@ -85,7 +87,10 @@ def train(
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split.
 
     Options left out come from --preset, then --config, then the dataset (see the README's defaults rule);
-    --print-config shows the result. Example: prism train --preset paper-cars --dataset cars/symmetric-0.5"""
+    --print-config shows the result.
+
+    Example: prism train --preset paper-cars --dataset cars/symmetric-0.5 --device cuda
+    """
     options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config", "preset")}
     from prism.config import load_config
     from prism.train import train as run_train
@@ -118,7 +123,10 @@ def train(
 @app.command()
 @user_errors
 def presets() -> None:
-    """List the shipped presets (prism train --preset NAME; --print-config shows every value)."""
+    """List the shipped presets (prism train --preset NAME; --print-config shows every value).
+
+    Example: prism presets
+    """
     from prism.config import PRESETS
     from prism.config import presets as shipped
 
@@ -131,11 +139,14 @@ def presets() -> None:
 @user_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint.pt written by prism train")],
-    dataset: Annotated[str, typer.Option(help="NAME/VARIANT, a manifest path or a published folder")],
+    dataset: Annotated[str, typer.Option(help=f"{HELP['--dataset']}, a manifest path or a published folder")],
     split: Annotated[str, typer.Option(help="test, val or train")] = "test",
-    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    device: Annotated[str, typer.Option(help=HELP["--device"])] = "cpu",
 ) -> None:
-    """Score a checkpoint on a split of a dataset; prints one JSON object."""
+    """Score a checkpoint on a split of a dataset; prints one JSON object.
+
+    Example: prism eval --checkpoint runs/cub-sc50/checkpoint.pt --dataset cub
+    """
     from prism.report import evaluate_checkpoint
 
     typer.echo(json.dumps(evaluate_checkpoint(checkpoint, dataset, split=split, device=device), indent=2))

@@ -16,6 +16,7 @@ Both yield lists of (row, augmentation seed); with ``world_size`` > 1, rank r ta
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,12 +42,8 @@ def _share(rows: list[int], aug: np.ndarray, rank: int, world_size: int) -> list
     return [(rows[i], int(aug[i])) for i in range(lo, lo + share)]
 
 
-class PKBatches(Sampler[list[tuple[int, int]]]):
-    """P classes x K samples per batch; batch i depends only on (seed, i). Yields (row, augmentation seed) pairs.
-
-    Classes with fewer than K images are drawn with replacement; only classes with at least two images are drawn.
-    With ``world_size`` > 1, rank r takes the slots [r * B / W, (r + 1) * B / W) of each global batch.
-    """
+class _Batches(Sampler[list[tuple[int, int]]], abc.ABC):
+    """What both samplers share: the batch shape, the seed, iterations [start, stop) and the rank's share."""
 
     def __init__(
         self,
@@ -60,12 +57,30 @@ class PKBatches(Sampler[list[tuple[int, int]]]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        classes, counts = np.unique(labels, return_counts=True)
-        eligible = classes[counts >= 2]
-        _check(p, k, len(eligible), world_size, "have two or more images")
-        self.members = {int(c): np.flatnonzero(labels == c) for c in eligible}
-        self.eligible, self.p, self.k, self.seed = eligible, p, k, seed
+        self.p, self.k, self.seed = p, k, seed
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self.setup(np.asarray(labels))
+
+    @abc.abstractmethod
+    def setup(self, labels: np.ndarray) -> None:
+        """Index the classes this sampler draws from (each sampler its own way); check P x K fits."""
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+class PKBatches(_Batches):
+    """P classes x K samples per batch; batch i depends only on (seed, i). Yields (row, augmentation seed) pairs.
+
+    Classes with fewer than K images are drawn with replacement; only classes with at least two images are drawn.
+    With ``world_size`` > 1, rank r takes the slots [r * B / W, (r + 1) * B / W) of each global batch.
+    """
+
+    def setup(self, labels: np.ndarray) -> None:
+        classes, counts = np.unique(labels, return_counts=True)
+        self.eligible = classes[counts >= 2]
+        _check(self.p, self.k, len(self.eligible), self.world_size, "have two or more images")
+        self.members = {int(c): np.flatnonzero(labels == c) for c in self.eligible}
 
     def batch(self, iteration: int) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, iteration])
@@ -80,30 +95,14 @@ class PKBatches(Sampler[list[tuple[int, int]]]):
         for iteration in range(self.start, self.stop):
             yield self.batch(iteration)
 
-    def __len__(self) -> int:
-        return self.stop - self.start
 
-
-class ChunkBatches(Sampler[list[tuple[int, int]]]):
+class ChunkBatches(_Batches):
     """The authors' sampler (see the module docstring), seeded; yields (row, augmentation seed) pairs."""
 
-    def __init__(
-        self,
-        labels: np.ndarray,
-        *,
-        p: int,
-        k: int,
-        seed: int,
-        start: int,
-        stop: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def setup(self, labels: np.ndarray) -> None:
         classes = np.unique(labels)
-        _check(p, k, len(classes), world_size, "exist")
+        _check(self.p, self.k, len(classes), self.world_size, "exist")
         self.members = [np.flatnonzero(labels == c) for c in classes]
-        self.p, self.k, self.seed = p, k, seed
-        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
 
     def _chunks(self, rng: np.random.Generator) -> list[list[np.ndarray]]:
         """One pass: each class's rows padded with its own rows (drawn with replacement) to a multiple of K,
@@ -136,9 +135,6 @@ class ChunkBatches(Sampler[list[tuple[int, int]]]):
             if iteration >= self.start:
                 aug = np.random.default_rng([self.seed, iteration, 1]).integers(0, 2**31, size=len(rows))
                 yield _share(rows, aug, self.rank, self.world_size)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
 
 
 def make_sampler(kind: str, labels: np.ndarray, **options: int) -> Sampler[list[tuple[int, int]]]:

@@ -50,7 +50,7 @@ LOCK = ".crawl.lock"
 
 @dataclass(frozen=True)
 class CrawlOptions:
-    workers: int = 16
+    threads: int = 16
     timeout: float = 10.0  # seconds, connect and per read
     retries: int = 3
     max_bytes: int = 20 * 2**20
@@ -65,7 +65,7 @@ class CrawlOptions:
 
     def validate(self) -> None:
         for name, value, low in (
-            ("workers", self.workers, 1),
+            ("threads", self.threads, 1),
             ("retries", self.retries, 0),
             ("max-bytes", self.max_bytes, 1),
             ("max-pixels", self.max_pixels, 1),
@@ -268,7 +268,7 @@ def _run(groups: dict[str, list[int]], record: Record, out: Path, options: Crawl
     done: queue.SimpleQueue[tuple[str, Future[Fetched]]] = queue.SimpleQueue()
     journal = Journal(out)
     bar = progress(total=sum(map(len, groups.values())), unit="row", desc="crawl", disable=not options.progress)
-    pool = ThreadPoolExecutor(options.workers, thread_name_prefix="noisekit-crawl")
+    pool = ThreadPoolExecutor(options.threads, thread_name_prefix="noisekit-crawl")
     in_flight, last_checkpoint = 0, time.monotonic()
 
     def submit(url: str) -> None:
@@ -276,7 +276,7 @@ def _run(groups: dict[str, list[int]], record: Record, out: Path, options: Crawl
         future.add_done_callback(lambda f: done.put((url, f)))
 
     try:
-        for url in itertools.islice(todo, 2 * options.workers):  # a bounded queue: memory does not grow with the list
+        for url in itertools.islice(todo, 2 * options.threads):  # a bounded queue: memory does not grow with the list
             submit(url)
             in_flight += 1
         while in_flight:

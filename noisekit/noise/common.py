@@ -50,6 +50,8 @@ def load_clean(dataset: str) -> Manifest:
     from noisekit.manifest import read_manifest
     from noisekit.paths import resolve_manifest
 
-    if "/" in dataset:
-        raise NoisekitError(f"--dataset takes a dataset name (noise is added to its clean manifest), got {dataset!r}")
+    name, _, variant = dataset.partition("/")
+    if variant not in ("", "clean"):
+        raise NoisekitError(f"--dataset takes NAME or NAME/clean (noise goes on the clean manifest), got {dataset!r}")
+    dataset = name
     return read_manifest(resolve_manifest(dataset))

@@ -31,7 +31,7 @@ from noisekit.errors import NoisekitError
 
 CARS_98N = Path(__file__).parents[1] / "data" / "prism-official" / "CARS_98N_list.csv"
 PINIMG = "https://i.pinimg.com"
-FAST = CrawlOptions(workers=8, timeout=0.5, retries=2, backoff=0.05, max_bytes=64_000, progress=False)
+FAST = CrawlOptions(threads=8, timeout=0.5, retries=2, backoff=0.05, max_bytes=64_000, progress=False)
 
 
 def _files(root: Path) -> set[str]:
@@ -230,11 +230,11 @@ def test_own_pixel_cap_and_per_host_limit(tmp_path: Path) -> None:
     with running() as server:
         server.delay = 0.05
         (tmp_path / "list.csv").write_text("".join(f"{server.base}/img/{i}.jpg,{i}\n" for i in range(24)))
-        options = CrawlOptions(workers=8, max_per_host=2, progress=False)
+        options = CrawlOptions(threads=8, max_per_host=2, progress=False)
         crawl(tmp_path / "list.csv", tmp_path / "two", options)
         assert server.max_active == 2
         server.max_active = 0
-        crawl(tmp_path / "list.csv", tmp_path / "eight", CrawlOptions(workers=8, max_per_host=8, progress=False))
+        crawl(tmp_path / "list.csv", tmp_path / "eight", CrawlOptions(threads=8, max_per_host=8, progress=False))
         assert server.max_active > 2
 
 
@@ -259,7 +259,7 @@ def test_real_cars98n_list_every_url_once(image_process: str, tmp_path: Path) ->
     urls = [line.rsplit(",", 1)[0] for line in lines]
     assert (len(lines), len(set(urls))) == (9_567, 8_626)
 
-    options = CrawlOptions(workers=16, url_rewrites=((PINIMG, base),), progress=False)
+    options = CrawlOptions(threads=16, url_rewrites=((PINIMG, base),), progress=False)
     summary = crawl(CARS_98N, tmp_path / "out", options)
     assert (summary.rows, summary.urls, summary.ok_rows, summary.fetched_urls) == (9_567, 8_626, 9_567, 8_626)
 
@@ -285,7 +285,7 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with running() as server:
         server.delay = 0.02
-        cmd = [sys.executable, "-m", "noisekit", "crawl", str(listing), "--out", str(out), "--workers", "4"]
+        cmd = [sys.executable, "-m", "noisekit", "crawl", str(listing), "--out", str(out), "--threads", "4"]
         cmd += ["--url-rewrite", f"{PINIMG}={server.base}"]
         env = os.environ | {"TQDM_DISABLE": "1"}
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -301,7 +301,7 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
         assert 100 < len(finished) < len({line.rsplit(",", 1)[0] for line in lines})
 
         server.delay = 0
-        summary = crawl(listing, out, CrawlOptions(workers=8, resume=True, url_rewrites=((PINIMG, server.base),)))
+        summary = crawl(listing, out, CrawlOptions(threads=8, resume=True, url_rewrites=((PINIMG, server.base),)))
 
     frame = _frame(out)
     assert len(frame) == 1_200 and list(frame["row"]) == list(range(1_200)) and (frame["status"] == "ok").all()
@@ -324,13 +324,13 @@ def test_resume_and_retry_failed(tmp_path: Path) -> None:
         server.routes["/later.jpg"] = lambda h, n: h.send(jpeg(4)) if state["ready"] else h.send(b"", status=404)
         rows = [f"{server.base}/a.jpg,0", f"{server.base}/later.jpg,1", f"{server.base}/b.jpg,1"]
         (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
-        options = CrawlOptions(workers=2, progress=False)
+        options = CrawlOptions(threads=2, progress=False)
         first = crawl(tmp_path / "list.csv", tmp_path / "out", options)
         assert (first.ok_rows, first.failed_rows) == (2, {"http_error": 1})
 
         with pytest.raises(NoisekitError, match="already holds a crawl.*--resume"):
             crawl(tmp_path / "list.csv", tmp_path / "out", options)
-        again = crawl(tmp_path / "list.csv", tmp_path / "out", CrawlOptions(workers=2, resume=True, progress=False))
+        again = crawl(tmp_path / "list.csv", tmp_path / "out", CrawlOptions(threads=2, resume=True, progress=False))
         assert (again.fetched_urls, again.skipped_rows) == (0, 3) and sum(server.counts.values()) == 3
 
         state["ready"] = True
@@ -408,7 +408,7 @@ def test_cli_crawl(runner, tmp_path: Path) -> None:
     with running() as server:
         (tmp_path / "list.csv").write_text("http://127.0.0.1:1/a.jpg,0\nhttp://127.0.0.1:1/404,1\n")
         server.routes["/404"] = lambda h, n: h.send(b"", status=404)
-        args = ["crawl", str(tmp_path / "list.csv"), "--out", str(tmp_path / "out"), "--workers", "2"]
+        args = ["crawl", str(tmp_path / "list.csv"), "--out", str(tmp_path / "out"), "--threads", "2"]
         result = runner.invoke(app, [*args, "--url-rewrite", f"http://127.0.0.1:1={server.base}"])
         assert result.exit_code == 0, result.output
         assert "crawled 2 rows (2 URLs): 1 ok, 1 failed (http_error 1)" in result.output
@@ -418,7 +418,7 @@ def test_cli_crawl(runner, tmp_path: Path) -> None:
         assert again.exit_code == 2 and "error:" in again.output and "--resume" in again.output
         bad = runner.invoke(app, [*args, "--resume", "--url-rewrite", "nonsense"])
         assert bad.exit_code == 2 and "error: --url-rewrite 'nonsense': expected FROM=TO" in bad.output
-        zero = runner.invoke(app, [*args, "--resume", "--workers", "0"])
-        assert zero.exit_code == 2 and "error: --workers must be at least 1, got 0" in zero.output
+        zero = runner.invoke(app, [*args, "--resume", "--threads", "0"])
+        assert zero.exit_code == 2 and "error: --threads must be at least 1, got 0" in zero.output
         missing = runner.invoke(app, ["crawl", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o2")])
         assert missing.exit_code == 2 and "nope.csv does not exist" in missing.output

@@ -16,9 +16,6 @@ from cli_checks import one_line_error
 from fakes import PRISM_LISTS
 
 from noisekit.errors import NoisekitError
-from noisekit.noise.common import save_variant
-from noisekit.noise.symmetric import symmetric
-from noisekit.sources.build import build
 from prism.bninception import BNInception
 from prism.cli import app
 from prism.config import DataShape, load_config, presets, resolve
@@ -185,13 +182,6 @@ def test_mcl_authors_normalisation() -> None:
                               exclude_self=False) - (1 - (emb * emb).sum(1)).sum()  # fmt: skip
     full_batch = contrastive_terms(emb, labels, emb, labels, everyone, everyone, exclude_self=True)
     assert torch.allclose(plain, full_batch / 10 + pairs / 10, atol=1e-5)
-
-
-@pytest.fixture
-def noisy_digits(home: Path) -> str:
-    _, result = build("digits")
-    save_variant(symmetric(result.manifest, rate=0.5, seed=0))
-    return "digits/symmetric-0.5"
 
 
 def test_paper_preset_trains_with_bank_start_and_softtriple_proxies(noisy_digits: str, tmp_path: Path) -> None:

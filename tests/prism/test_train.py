@@ -13,21 +13,11 @@ from cli_checks import one_line_error
 from PIL import Image
 
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, write_manifest
-from noisekit.noise.common import save_variant
-from noisekit.noise.symmetric import symmetric
-from noisekit.sources.build import build
 from prism.cli import app
 from prism.config import TrainConfig
 from prism.train import load_checkpoint, train
 
 FAST = dict(classes_per_batch=5, samples_per_class=4, eval_every=6, log_every=3, val_fraction=0.2)
-
-
-@pytest.fixture
-def noisy_digits(home: Path) -> str:
-    path, result = build("digits")
-    save_variant(symmetric(result.manifest, rate=0.5, seed=0))
-    return "digits/symmetric-0.5"
 
 
 def test_outputs_of_a_run(noisy_digits: str, tmp_path: Path) -> None:

@@ -116,3 +116,12 @@ def test_rate_out_of_range(runner, digits: Path, home: Path, rate: str) -> None:
 def test_dataset_not_built(runner) -> None:
     result = runner.invoke(app, ["make", "symmetric", "--dataset", "cub", "--rate", "0.5"])
     assert result.exit_code == 2 and "dataset 'cub' is not built" in result.output
+
+
+def test_dataset_option_takes_name_or_name_clean(runner, digits: Path, home: Path) -> None:
+    ok = runner.invoke(app, ["make", "symmetric", "--dataset", "digits/clean", "--rate", "0.2", "--variant", "v"])
+    assert ok.exit_code == 0, ok.output
+    assert (home / "digits" / "v.parquet").is_file()
+    bad = runner.invoke(app, ["make", "symmetric", "--dataset", "digits/v", "--rate", "0.2"])
+    assert bad.exit_code == 2
+    assert "--dataset takes NAME or NAME/clean (noise goes on the clean manifest), got 'digits/v'" in bad.output

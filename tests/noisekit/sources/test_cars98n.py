@@ -90,7 +90,7 @@ def crawled(tmp_path: Path) -> tuple[Path, Path]:
     with running() as server:
         _serve(server)
         (tmp_path / "list.csv").write_text("".join(f"{server.base}{p},{k}\n" for p, k in ROWS))
-        crawl(tmp_path / "list.csv", tmp_path / "crawl", CrawlOptions(workers=4, progress=False))
+        crawl(tmp_path / "list.csv", tmp_path / "crawl", CrawlOptions(threads=4, progress=False))
     return tmp_path / "crawl", tmp_path / "cars"
 
 
