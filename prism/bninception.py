@@ -11,7 +11,8 @@ Layer names and tensor shapes follow the widely used ImageNet checkpoint ``bn_in
 PyTorch conversion of the Caffe model (pretrained-models.pytorch, ``pretrainedmodels/models/bninception.py``):
 ``conv1_7x7_s2.weight``, ``conv1_7x7_s2_bn.running_mean``, ``inception_3a_1x1.weight``, ... That file's final
 classifier ``last_linear.*`` has no counterpart here; `load_released` drops it. BatchNorm uses PyTorch's defaults
-(eps 1e-5, momentum 0.1, affine), as Cadene's definition of that checkpoint does.
+(eps 1e-5, momentum 0.1, affine), as the research-xbm backbone the PRISM authors import does (revisions of Cadene's
+file differ on the momentum; it only matters while training).
 
 Input convention. Cadene's settings for the checkpoint give input_space BGR, input_size [3, 224, 224], input_range
 [0, 255], mean [104, 117, 128] and std [1, 1, 1]: the Caffe model sees BGR pixels in 0..255 with only the channel

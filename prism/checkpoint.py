@@ -3,6 +3,7 @@ check that a resumed run uses the options it was started with."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -104,8 +105,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Every option outside RESUMABLE must match; an option newer than the checkpoint counts as its default."""
     now = config.to_dict()
-    diff = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved = {k: saved.get(k, defaults[k]) for k in now}
+    diff = [k for k in now if k not in RESUMABLE and saved[k] != now[k]]
     if diff:
         k = diff[0]
         raise NoisekitError(

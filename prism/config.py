@@ -103,6 +103,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.arch == "bninception" and self.image_size is not None and self.image_size % 32:
+            raise NoisekitError(f"--image-size must be a multiple of 32 for bninception, got {self.image_size}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise NoisekitError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if self.bank_start < 0:

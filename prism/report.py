@@ -114,6 +114,7 @@ def finish(
             "last_p_clean": tracker.last_p.cpu().numpy(),
         }
     )
+    started = max(config.warmup, config.bank_start)  # neither the warm-up nor the batch-only start selects
     summary = {
         "dataset": config.dataset,
         "loss": config.loss,
@@ -122,7 +123,7 @@ def finish(
         "iterations": config.iterations,
         "warmup": config.warmup,
         # the first iteration whose batch PRISM filtered (null if it never did); before it every sample trained
-        "selection_started": config.warmup if config.prism and config.warmup < config.iterations else None,
+        "selection_started": started if config.prism and started < config.iterations else None,
         "best_iteration": state.best_iteration,
         "selected_by": selected_by(config, data, state),
         "validation": data.val_by,

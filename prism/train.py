@@ -215,7 +215,8 @@ def train_step(
     parts.scheduler.step()
     if banked:
         bank.enqueue(emb.detach(), labels, keep)
-        if selector is not None:
+        # the authors' loss builds no centres before its warm-up ends (NOISE.WARM_UP); ours starts from those built
+        if selector is not None and (it >= config.warmup or config.startup == "ours"):
             selector.update_centres(bank, labels, keep)
     parts.tracker.update(rows, keep, p)
     trace = {}

@@ -206,6 +206,11 @@ def _by_ids(
 ) -> Imported:
     """Label k is clean class k - 1; ids of no class drop their rows; ids of non-training classes stay extra classes."""
     in_range = (found.labels >= 1) & (found.labels <= len(names))
+    if not in_range.any():
+        raise NoisekitError(
+            f"{list_file}: none of its labels is a class id of the dataset (1..{len(names)}); "
+            "for re-indexed labels pass --labels learn"
+        )
     keep = {f: getattr(found, f)[in_range] for f in ("target", "lines", "labels", "classes", "noisy")}
     stands_for = keep["labels"] - 1
     known = keep["classes"] >= 0

@@ -16,16 +16,22 @@ from noisekit.noise.common import check_rate, require_clean, round_half_up, vari
 
 
 def inclusion(frac: np.ndarray, extra: int) -> np.ndarray:
-    """Probabilities proportional to ``frac``, at most 1 each, summing to ``extra`` (<= the number of nonzero ones)."""
-    prob = frac * (extra / frac.sum())
-    for _ in range(len(prob)):  # a capped class passes its excess to the others; converges in a few rounds
-        over = prob > 1.0
+    """Probabilities proportional to ``frac``, at most 1 each, summing to ``extra`` (<= the number of nonzero ones):
+    a class whose scaled share reaches 1 is capped there for good, and the rest is rescaled over the others."""
+    prob = np.zeros(len(frac))
+    capped = np.zeros(len(frac), dtype=bool)
+    while True:
+        free = ~capped & (frac > 0)
+        left = extra - int(capped.sum())
+        prob[capped] = 1.0
+        if left <= 0 or not free.any():
+            break
+        prob[free] = frac[free] * (left / frac[free].sum())
+        over = free & (prob >= 1.0)
         if not over.any():
             break
-        free = ~over & (prob > 0)
-        prob[over] = 1.0
-        prob[free] *= (extra - over.sum()) / prob[free].sum()
-    return prob
+        capped |= over
+    return np.minimum(prob, 1.0)
 
 
 def flip_counts(sizes: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

@@ -190,6 +190,7 @@ def test_paper_preset_trains_with_bank_start_and_softtriple_proxies(noisy_digits
     config = load_config(None, {**small, "bank_start": 3, "out": str(tmp_path / "mcl")}, preset="paper-cars")
     summary = train(config, progress=False)
     assert summary["selected_by"] == "last" and summary["validation"] == "none"
+    assert summary["selection_started"] == 3  # the batch-only start selects nothing
     steps = torch.load(tmp_path / "mcl" / "trace.pt", weights_only=True)["steps"]
     filled = [int((s["bank_labels"] >= 0).sum()) for s in steps]
     assert filled[:3] == [0, 0, 0] and filled[3] == 20  # no bank (and no selection) before iteration 3
@@ -253,3 +254,27 @@ def test_max_pooling_and_crop_scale() -> None:
     torch.manual_seed(0)
     areas = [(b[2] * b[3]) / (100 * 80) for b, _ in (crop.draw(100, 80) for _ in range(300))]
     assert min(areas) >= 0.2 - 0.02 and min(areas) < 0.3  # the crop keeps at least 20% of the area (rounding)
+
+
+def test_resume_check_reads_options_newer_than_the_checkpoint_as_defaults(tmp_path: Path) -> None:
+    from prism.checkpoint import check_same_config
+
+    config = load_config(None, {"dataset": "digits/symmetric-0.5"})
+    older = {k: v for k, v in config.to_dict().items() if k not in ("startup", "sampler", "mcl_norm", "bank_start")}
+    check_same_config(older, config, tmp_path / "last.pt")  # written before those options existed: their defaults
+    with pytest.raises(NoisekitError, match=r"startup: 'ours' there, 'authors' now"):
+        check_same_config(older, config.replace(startup="authors"), tmp_path / "last.pt")
+
+
+def test_bninception_image_size_must_be_a_multiple_of_32() -> None:
+    with pytest.raises(NoisekitError, match="--image-size must be a multiple of 32 for bninception, got 240"):
+        load_config(None, {"arch": "bninception", "image_size": 240})
+
+
+def test_authors_startup_builds_no_centres_during_the_warmup(noisy_digits: str, tmp_path: Path) -> None:
+    config = load_config(None, dict(dataset=noisy_digits, classes_per_batch=5, samples_per_class=4, iterations=6,
+                                    warmup=3, startup="authors", trace=True, out=str(tmp_path / "run")))  # fmt: skip
+    train(config, progress=False)
+    steps = torch.load(tmp_path / "run" / "trace.pt", weights_only=True)["steps"]
+    assert all(not s["centres"].any() for s in steps[:3])  # NOISE.WARM_UP: the authors' loss touches no centre
+    assert steps[3]["centres"].any() and all(s["keep"].all() for s in steps[:3])

@@ -287,3 +287,9 @@ def test_ids_label_that_no_image_keeps(cars: Manifest, tmp_path: Path) -> None:
 
 def test_labels_option_checked(runner, cars: Manifest, home: Path) -> None:
     _fails(runner, home, ["--dataset", "cars", "--list", SYMMETRIC, "--variant", "v", "--labels", "guess"], "--labels")
+
+
+def test_ids_that_name_no_class_at_all_are_an_error(cars: Manifest, tmp_path: Path) -> None:
+    lst = _write(tmp_path / "zeros.csv", [(p, 0) for p, _ in _rows(SYMMETRIC)])
+    with pytest.raises(NoisekitError, match=r"zeros.csv: none of its labels is a class id of the dataset \(1..196\)"):
+        import_lists(cars, list_path=lst, variant="v", labels="ids")

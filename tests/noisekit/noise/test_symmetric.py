@@ -125,3 +125,17 @@ def test_dataset_option_takes_name_or_name_clean(runner, digits: Path, home: Pat
     bad = runner.invoke(app, ["make", "symmetric", "--dataset", "digits/v", "--rate", "0.2"])
     assert bad.exit_code == 2
     assert "--dataset takes NAME or NAME/clean (noise goes on the clean manifest), got 'digits/v'" in bad.output
+
+
+def test_flip_counts_stay_floor_or_ceil_for_few_classes_and_extreme_rates() -> None:
+    # a capped class used to be rescaled again past 1 and take two extras ([11, 8, 23, 1] at 0.995 gave the 1-image
+    # class 2 flips); random small cases, the total and floor/ceil rule checked each time
+    assert flip_counts(np.array([11, 8, 23, 1]), 0.995, np.random.default_rng(206)).tolist()[3] <= 1
+    rng = np.random.default_rng(0)
+    for case in range(400):
+        sizes = rng.integers(1, 30, size=rng.integers(2, 11))
+        rate = float(rng.choice([rng.random() * 0.999, 0.995, 0.74, 0.5]))
+        counts = flip_counts(sizes, rate, np.random.default_rng(case))
+        assert counts.sum() == int(np.floor(rate * sizes.sum() + 0.5 + 1e-9)), (sizes, rate)
+        share = rate * sizes
+        assert ((counts >= np.floor(share + 1e-9)) & (counts <= np.ceil(share - 1e-9))).all(), (sizes, rate, counts)
