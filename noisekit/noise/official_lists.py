@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +93,22 @@ def map_paths(paths: Sequence[str], manifest_paths: Sequence[str]) -> np.ndarray
     return out
 
 
+def _top_two(labels: np.ndarray, classes: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Per label (ascending), its two most frequent clean classes with their row counts, in one pass over the rows
+    (equal counts keep the order in which the classes first appear)."""
+    per: dict[int, Counter] = defaultdict(Counter)
+    for label, cls in zip(labels.tolist(), classes.tolist(), strict=True):
+        per[label][cls] += 1
+    return {label: per[label].most_common(2) for label in sorted(per)}
+
+
 def _learn_classes(
     labels: np.ndarray, classes: np.ndarray, *, names: Sequence[str], source: Path, vote: bool
 ) -> dict[int, int]:
     """Authors' label -> clean class, from rows whose clean class is known; one class per label and vice versa."""
     hint = "; pass --cleaned with the authors' cleaned list" if vote else ""
     mapping: dict[int, int] = {}
-    for label in np.unique(labels):
-        (top, n_top), *rest = Counter(classes[labels == label].tolist()).most_common(2)
+    for label, ((top, n_top), *rest) in _top_two(labels, classes).items():
         # a vote needs a winner strictly ahead of the runner-up; a cleaned list must keep each label on one class
         if rest and (rest[0][1] == n_top or not vote):
             what = f"tie with {n_top} rows each" if vote else "both carry it"
@@ -179,11 +187,11 @@ def _stand_for(mapping: dict[int, int], labels: np.ndarray, *, source: Path) -> 
 def fits_ids(labels: np.ndarray, classes: np.ndarray) -> bool:
     """Whether labels are the dataset's 1-based class ids: most labels with a clear majority clean class among their
     rows (strictly ahead of the runner-up) have the class of their own id."""
-    majority = []
-    for label in np.unique(labels):
-        ranked = Counter(classes[labels == label].tolist()).most_common(2)
-        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
-            majority.append(ranked[0][0] == label - 1)
+    majority = [
+        ranked[0][0] == label - 1
+        for label, ranked in _top_two(labels, classes).items()
+        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]
+    ]
     return bool(majority) and float(np.mean(majority)) >= IDS_AGREEMENT
 
 
@@ -199,6 +207,7 @@ class Imported:
     train_label: np.ndarray  # (m,) the label written into the variant
     label_names: tuple[str, ...] | None
     notes: dict[str, Any]
+    others_label: np.ndarray | None = None  # re-indexed labels of the other splits' rows, in frame order
 
 
 def _by_ids(
@@ -237,7 +246,13 @@ def _by_ids(
 
 
 def _by_learning(
-    found: Imported, frame: pd.DataFrame, names: Sequence[str], *, list_file: Path, cleaned: Path | None
+    found: Imported,
+    frame: pd.DataFrame,
+    names: Sequence[str],
+    train_classes: set[int],
+    *,
+    list_file: Path,
+    cleaned: Path | None,
 ) -> Imported:
     """Each label stands for the clean class learned from the cleaned list or by vote; re-indexed if needed."""
     labels, classes, known = found.labels, found.classes, found.classes >= 0
@@ -257,19 +272,20 @@ def _by_learning(
         mapping = _learn_classes(labels[known], classes[known], names=names, source=list_file, vote=True)
         stands_for = _stand_for(mapping, labels, source=list_file)
         noisy = stands_for != classes
-    split = frame["split"].to_numpy()
-    train_classes = set(frame["clean_label"].to_numpy()[split == "train"].tolist()) - {-1}
     notes = found.notes | {"labels": "learn", "extra_labels": [], "extra_label_rows": 0, "out_of_range_rows": 0}
     if set(mapping.values()) == train_classes:
         return dataclasses.replace(found, noisy=noisy, train_label=stands_for, label_names=None, notes=notes)
     # re-index densely: the authors' labels in their order, then the other splits' classes
     authors = sorted(mapping)
-    others = np.unique(frame["label"].to_numpy()[split != "train"])
+    other_rows = frame["label"].to_numpy()[frame["split"].to_numpy() != "train"]
+    others = np.unique(other_rows)
     rank = {lab: k for k, lab in enumerate(authors)}
     label_names = tuple(names[mapping[lab]] for lab in authors) + tuple(names[c] for c in others)
-    notes["others_offset"] = len(authors)
     train_label = np.array([rank[lab] for lab in labels.tolist()], dtype=np.int64)
-    return dataclasses.replace(found, noisy=noisy, train_label=train_label, label_names=label_names, notes=notes)
+    others_label = len(authors) + np.searchsorted(others, other_rows)
+    return dataclasses.replace(
+        found, noisy=noisy, train_label=train_label, label_names=label_names, notes=notes, others_label=others_label
+    )
 
 
 def import_lists(
@@ -312,12 +328,11 @@ def import_lists(
         kept = _check_cleaned(read_list(cleaned_file), rows, cleaned_path=cleaned_file, list_path=list_file)
         found.noisy = np.array([rows[j].path not in kept for j in mapped], dtype=bool)
     evidence = (found.classes >= 0) & ~found.noisy
+    train_classes = set(frame["clean_label"].to_numpy()[frame["split"].to_numpy() == "train"].tolist()) - {-1}
     if labels == "ids" or (labels == "auto" and fits_ids(found.labels[evidence], found.classes[evidence])):
-        split = frame["split"].to_numpy()
-        train_classes = set(frame["clean_label"].to_numpy()[split == "train"].tolist()) - {-1}
         found = _by_ids(found, meta.class_names, train_classes, list_file=list_file, cleaned=cleaned_file)
     else:
-        found = _by_learning(found, frame, meta.class_names, list_file=list_file, cleaned=cleaned_file)
+        found = _by_learning(found, frame, meta.class_names, train_classes, list_file=list_file, cleaned=cleaned_file)
     return _variant(manifest, found, variant=variant, list_file=list_file, cleaned_file=cleaned_file)
 
 
@@ -330,10 +345,8 @@ def _variant(
     is_train = split == "train"
     label = frame["label"].to_numpy().copy()
     label[found.target] = found.train_label
-    offset = found.notes.pop("others_offset", None)
-    if offset is not None:  # re-indexed: the other splits' classes follow the authors' labels
-        others = np.unique(label[~is_train])
-        label[~is_train] = offset + np.searchsorted(others, label[~is_train])
+    if found.others_label is not None:  # re-indexed: the other splits' classes follow the authors' labels
+        label[~is_train] = found.others_label
     known = found.classes >= 0
     flag = pd.array(frame["is_noisy"].to_numpy(dtype=object), dtype="boolean")
     flag[found.target] = pd.array(np.where(known, found.noisy, pd.NA).tolist(), dtype="boolean")
