@@ -39,9 +39,8 @@ class TrainConfig:
     # ours: a sample whose class has no centre yet is kept, with no centre at all the whole batch; authors: classes
     # without a centre count in the softmax with a zero centre and the rank cut applies from the first non-empty bank
     startup: str = "ours"
-    bank_start: int = (
-        0  # iterations trained on the batch-only loss (no bank, no selection) first, as XBM.START_ITERATION
-    )
+    # iterations trained on the batch-only loss (no bank, no selection) first, as the authors' XBM.START_ITERATION
+    bank_start: int = 0
     # None: derived from the dataset by `resolve` (the README's table); an explicit value always wins
     warmup: int | None = None  # iterations trained on every sample before selection starts
     iterations: int | None = None
@@ -54,7 +53,7 @@ class TrainConfig:
     pooling: str = "avg"  # global pooling of resnets and BN-Inception: avg or max (the authors: max)
     classes_per_batch: int | None = None  # P
     samples_per_class: int | None = None  # K
-    sampler: str = "uniform"  # uniform: P classes uniformly per batch; authors: XBM's chunk sampler (prism/data.py)
+    sampler: str = "uniform"  # uniform: P classes uniformly per batch; authors: XBM's chunk sampler (prism/samplers.py)
     lr: float = 3e-4
     weight_decay: float = 5e-4
     proxy_lr: float | None = None  # learning rate of a loss's own parameters (SoftTriple's centres), no weight decay

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
@@ -26,7 +26,6 @@ from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import resolve_manifest
 from prism.config import SMALL_IMAGE, DataShape
-from prism.samplers import Sampler
 
 MIN_VAL_CLASSES = 10  # with fewer training classes the validation split is carved by image instead
 

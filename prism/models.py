@@ -26,8 +26,8 @@ AUTHORS_CACHE = Path("~/.torch/models").expanduser()
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks (3x3 conv, BatchNorm, ReLU), 2x2 max pooling after the first two, global average pooling:
-    for small greyscale-like images trained from scratch (digits at 8 px, Omniglot at 28 px; any size works)."""
+    """Three conv blocks (3x3 conv, BatchNorm, ReLU), 2x2 max pooling after the first two, global average (or max)
+    pooling: for small greyscale-like images trained from scratch (digits at 8 px, Omniglot at 28 px; any size)."""
 
     def __init__(self, width: int = 16, pooling: str = "avg") -> None:
         super().__init__()
@@ -77,7 +77,7 @@ def bninception_trunk(weights: str, pooling: str) -> tuple[nn.Module, int]:
             cached_state_dict(
                 BN_INCEPTION_URL,
                 what="ImageNet BN-Inception",
-                hash_prefix=None,  # the file name's suffix is not a sha256 prefix; the key check below guards the load
+                hash_prefix=None,  # no sha256 prefix could be verified offline; load_released checks the keys
                 also=(AUTHORS_CACHE / BN_INCEPTION_URL.rsplit("/", 1)[1],),
             )
             if weights == "imagenet"

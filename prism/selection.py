@@ -190,7 +190,7 @@ class PrismSelector:
             self.refresh_after = bank.count > 0
             p = p_clean(scores, labels, present, absent_logit=0.0)
             always = torch.ones_like(labels, dtype=torch.bool)
-            return select(p, always, bank.count > 0, rate=self.rate, window=self.window)
+            return select(p, always, self.refresh_after, rate=self.rate, window=self.window)
         p = p_clean(scores, labels, present)
         return select(p, present[labels], present.any(), rate=self.rate, window=self.window)
 
