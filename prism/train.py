@@ -267,12 +267,14 @@ def validate(
     # of one image: MAP@R is undefined) never beats a number; while every score is NaN, the newest wins
     score = metrics[SELECTION_METRIC] if config.select == "val" and metrics else float(state.iteration)
     score = -math.inf if math.isnan(score) else score
-    if score > state.best_score or score == state.best_score == -math.inf:
+    kept = score > state.best_score or score == state.best_score == -math.inf
+    if kept:
         state.best_score, state.best_iteration = score, state.iteration
-        if ctx.is_main:
-            save_checkpoint(parts.payload(config, state), out / "checkpoint.pt")
     if ctx.is_main:
-        save_checkpoint(parts.payload(config, state), out / "last.pt")
+        payload = parts.payload(config, state)  # one copy of the state serves both files
+        if kept:
+            save_checkpoint(payload, out / "checkpoint.pt")
+        save_checkpoint(payload, out / "last.pt")
         write_metrics(state, out)
 
 
