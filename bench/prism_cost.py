@@ -18,8 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from prism.losses import MemoryContrastiveLoss
 from prism.memory import FeatureBank
+from prism.methods.mcl import MemoryContrastiveLoss
 from prism.models import build_model
 from prism.selection import PrismSelector, ThresholdWindow, exact_scores, p_clean, select
 

@@ -41,7 +41,7 @@ def run(job: tuple[str, float, bool, int, dict, str]) -> dict:
     out = Path(home) / "runs" / f"{rate:g}-{int(prism)}-{seed}"
     config = TrainConfig(
         dataset=dataset if rate == 0 else f"{dataset}/symmetric-{rate:g}-s{seed}",
-        prism=prism,
+        filter="prism" if prism else "none",
         filter_rate=rate or 0.5,
         seed=seed,
         out=str(out),

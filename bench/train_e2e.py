@@ -112,8 +112,8 @@ def one_run(args: argparse.Namespace, manifest: Path, decode: str, out: Path) ->
 
 def model_only(args: argparse.Namespace) -> float:
     """The PRISM training step on a batch already on the device, as bench/prism_cost.py times it."""
-    from prism.losses import MemoryContrastiveLoss
     from prism.memory import FeatureBank
+    from prism.methods.mcl import MemoryContrastiveLoss
     from prism.models import build_model
     from prism.selection import PrismSelector
 

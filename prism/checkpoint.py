@@ -14,7 +14,7 @@ import torch
 
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path
-from prism.config import TrainConfig
+from prism.config import TrainConfig, canonical
 
 # options that may differ between a run and its resumption; everything else must match the checkpoint
 RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace", "compile"}
@@ -108,6 +108,7 @@ def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) ->
     """Every option outside RESUMABLE must match; an option newer than the checkpoint counts as its default."""
     now = config.to_dict()
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved = canonical(saved, where=str(path))
     saved = {k: saved.get(k, defaults[k]) for k in now}
     diff = [k for k in now if k not in RESUMABLE and saved[k] != now[k]]
     if diff:

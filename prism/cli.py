@@ -20,30 +20,70 @@ app = typer.Typer(
 )
 
 
+# the longer option declarations of `prism train`, named so that its signature stays readable
+_DATASET = Annotated[
+    str | None,
+    typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published folder or hub:OWNER/REPO:CONFIG"),
+]
+_PRESET = Annotated[
+    str | None, typer.Option(help="A shipped configuration, e.g. paper-cars (prism presets lists them)")
+]
+_METHOD = Annotated[
+    str | None, typer.Option("--method", "--loss", help="The method (prism methods lists them; --loss: old name)")
+]
+_FILTER = Annotated[
+    str | None,
+    typer.Option(
+        help="Which samples train: none, prism, batch-positive or memory-positive (default: prism "
+        "where the method takes a filter)"
+    ),
+]
+_FILTER_RATE = Annotated[
+    float | None, typer.Option(help="R: share of each batch the rank cut removes (Co-teaching: forget rate)")
+]
+_TRANSITION = Annotated[
+    str | None, typer.Option(help="F-correction's matrix: estimate (anchor points) or known (symmetric noise)")
+]
+_STARTUP = Annotated[
+    str | None, typer.Option(help="PRISM before centres exist: ours (keep centreless classes) or authors")
+]
+_BANK_START = Annotated[
+    int | None, typer.Option(help="Iterations on the batch-only loss before the bank and PRISM start")
+]
+_MCL_NORM = Annotated[
+    str | None, typer.Option(help="MCL normalisation: kept (by kept samples) or authors (bank term by batch)")
+]
+_SAMPLER = Annotated[str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")]
+_PROXY_LR = Annotated[
+    float | None,
+    typer.Option(help="Learning rate of proxies and centres, no weight decay (default per method: README)"),
+]
+_VAL_FRACTION = Annotated[
+    float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
+]
+_DECODE = Annotated[
+    str | None, typer.Option(help="Who decodes training JPEGs: workers (CPU) or device (nvJPEG on CUDA)")
+]
+_PRINT_CONFIG = Annotated[
+    bool, typer.Option(help="Print the resolved config (the dataset's defaults filled in) as YAML and exit")
+]
+
+
 @app.command()
 @user_errors
 def train(
-    dataset: Annotated[
-        str | None,
-        typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published folder or hub:OWNER/REPO:CONFIG"),
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="A shipped configuration, e.g. paper-cars (prism presets lists them)")
-    ] = None,
-    loss: Annotated[str | None, typer.Option(help="mcl, softtriple, contrastive or ms")] = None,
-    prism: Annotated[bool | None, typer.Option("--prism/--no-prism", help="Filter noisy samples with PRISM")] = None,
-    filter_rate: Annotated[float | None, typer.Option(help="R: share of each batch the rank cut removes")] = None,
-    window: Annotated[int | None, typer.Option(help="tau: TRMs averaged into the threshold")] = None,
+    dataset: _DATASET = None,
+    preset: _PRESET = None,
+    method: _METHOD = None,
+    filter: _FILTER = None,
+    prism: Annotated[bool | None, typer.Option("--prism/--no-prism", help="--filter prism / --filter none")] = None,
+    filter_rate: _FILTER_RATE = None,
+    window: Annotated[int | None, typer.Option(help="tau: TRMs averaged into the threshold (1: TRM)")] = None,
+    transition: _TRANSITION = None,
     mode: Annotated[str | None, typer.Option(help="centre (Eq. 6/7) or exact (Eq. 2/3)")] = None,
-    startup: Annotated[
-        str | None, typer.Option(help="PRISM before centres exist: ours (keep centreless classes) or authors")
-    ] = None,
-    bank_start: Annotated[
-        int | None, typer.Option(help="Iterations on the batch-only loss before the bank and PRISM start")
-    ] = None,
-    mcl_norm: Annotated[
-        str | None, typer.Option(help="MCL normalisation: kept (by kept samples) or authors (bank term by batch)")
-    ] = None,
+    startup: _STARTUP = None,
+    bank_start: _BANK_START = None,
+    mcl_norm: _MCL_NORM = None,
     iterations: Annotated[int | None, typer.Option(help="Training iterations")] = None,
     seed: Annotated[int | None, typer.Option(help=f"{HELP['--seed']} of model init, batches and augmentation")] = None,
     device: Annotated[str | None, typer.Option(help=HELP["--device"])] = None,
@@ -55,18 +95,12 @@ def train(
     weights: Annotated[str | None, typer.Option(help=HELP["--weights"])] = None,
     classes_per_batch: Annotated[int | None, typer.Option("--classes-per-batch", "-P", help="P")] = None,
     samples_per_class: Annotated[int | None, typer.Option("--samples-per-class", "-K", help="K")] = None,
-    sampler: Annotated[
-        str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")
-    ] = None,
+    sampler: _SAMPLER = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay of the model")] = None,
-    proxy_lr: Annotated[
-        float | None, typer.Option(help="Learning rate of a loss's own parameters (SoftTriple: 0.1), no weight decay")
-    ] = None,
+    proxy_lr: _PROXY_LR = None,
     crop_scale: Annotated[float | None, typer.Option(help="Smallest area share of the random resized crop")] = None,
-    val_fraction: Annotated[
-        float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
-    ] = None,
+    val_fraction: _VAL_FRACTION = None,
     select: Annotated[str | None, typer.Option(help="Checkpoint kept: val (best validation MAP@R) or last")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Iterations between validations")] = None,
     warmup: Annotated[int | None, typer.Option(help="Iterations before selection starts")] = None,
@@ -76,13 +110,9 @@ def train(
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
-    decode: Annotated[
-        str | None, typer.Option(help="Who decodes training JPEGs: workers (CPU) or device (nvJPEG on CUDA)")
-    ] = None,
+    decode: _DECODE = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
-    print_config: Annotated[
-        bool, typer.Option(help="Print the resolved config (the dataset's defaults filled in) as YAML and exit")
-    ] = False,
+    print_config: _PRINT_CONFIG = False,
 ) -> None:
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split.
 
@@ -93,6 +123,7 @@ def train(
     """
     options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config", "preset")}
     from prism.config import load_config
+    from prism.report import run_name
     from prism.train import train as run_train
 
     cfg = load_config(config, options, preset=preset)
@@ -115,7 +146,7 @@ def train(
         else (f", flagged precision {noise['precision']:.3f} recall {noise['recall']:.3f}")
     )
     typer.echo(
-        f"{cfg.dataset} {cfg.loss}{' + PRISM' if cfg.prism else ''}: test P@1 {test['precision_at_1']:.4f} "
+        f"{cfg.dataset} {run_name(cfg)}: test P@1 {test['precision_at_1']:.4f} "
         f"MAP@R {test['mean_average_precision_at_r']:.4f}{flagged} in {summary['train_seconds']}s -> {cfg.out}"
     )
 
@@ -133,6 +164,85 @@ def presets() -> None:
     for name, about in shipped().items():
         typer.echo(f"{name:<16} {about}")
     typer.echo(f"files: {PRESETS}")
+
+
+@app.command()
+@user_errors
+def methods(as_json: Annotated[bool, typer.Option("--json", help="One JSON list instead of a table")] = False) -> None:
+    """List the methods prism train --method runs: kind, reference, the pytorch-metric-learning class used, and
+    whether a filter (--filter) applies.
+
+    Example: prism methods --json
+    """
+    from prism.methods import METHODS
+
+    rows = [m.row() for m in METHODS.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'method':<19}{'kind':<15}{'filter':<7}{'uses':<52}reference")
+    for r in rows:
+        typer.echo(f"{r['name']:<19}{r['kind']:<15}{'yes' if r['filter'] else 'no':<7}{r['uses']:<52}{r['reference']}")
+
+
+@app.command()
+@user_errors
+def grid(
+    grid_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--grid", help="YAML file: datasets, variants, methods, filters, seeds, filter_rate, options, out, jobs"
+        ),
+    ] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help=f"{HELP['--dataset']} (repeat for more)")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="A noise variant, or clean (repeat for more)")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="A method, or all (repeat for more)")] = None,
+    filter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="none, prism, batch-positive, memory-positive (repeat; methods that take no filter run with none)"
+        ),
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option(help=f"{HELP['--seed']} (repeat for more)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE: a prism train option for every run")
+    ] = None,
+    filter_rate: Annotated[
+        str | None, typer.Option(help="variant (the variant's noise rate, as the authors set R) or a number")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help=f"{HELP['--out']}: one folder per run, results.*")] = None,
+    jobs: Annotated[int | None, typer.Option(help="Runs at a time (one thread each when more than one)")] = None,
+    paper_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of published figures (method, setting, precision_at_1) shown beside ours, marked as published"
+        ),
+    ] = None,
+) -> None:
+    """Run a grid of datasets x variants x methods x filters x seeds, skipping finished runs and resuming
+    interrupted ones; writes results.csv, results.md (the paper's table shape) and results.png.
+
+    Example: prism grid --dataset omniglot --variant clean --variant symmetric-0.5 --method all --seed 0 --seed 1
+    """
+    from prism.grid import load_grid, parse_sets, read_paper_table, run_grid
+
+    options = parse_sets(set_ or [])
+    flags = {"datasets": dataset, "variants": variant, "methods": method, "filters": filter, "seeds": seed,
+             "out": out, "jobs": jobs, "filter_rate": _number(filter_rate)}  # fmt: skip
+    if method == ["all"]:
+        flags["methods"] = "all"
+    plan = load_grid(grid_file, flags | ({"options": options} if options else {}))
+    paper = read_paper_table(paper_table) if paper_table is not None else None
+    run_grid(plan, paper=paper, echo=typer.echo)
+
+
+def _number(value: str | None) -> float | str | None:
+    if value is None or value == "variant":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected variant or a number, got {value!r}", param_hint="--filter-rate") from None
 
 
 @app.command("eval")

@@ -13,7 +13,6 @@ import yaml
 
 from noisekit.errors import NoisekitError
 
-LOSSES = ("mcl", "softtriple", "contrastive", "ms")
 ARCHS = ("auto", "small_cnn", "resnet18", "resnet50", "bninception")
 CHOICES = {  # option -> its allowed values (the first is the default)
     "pooling": ("avg", "max"),
@@ -24,16 +23,21 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "precision": ("auto", "fp32", "bf16"),
     "decode": ("workers", "device"),
     "select": ("last", "val"),
+    "transition": ("estimate", "known"),
 }
+ALIASES = {"loss": "method"}  # older option names still read (YAML files, checkpoints); prism: true/false -> filter
 PRESETS = Path(__file__).parent / "presets"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "digits/symmetric-0.5"
-    loss: str = "mcl"
-    prism: bool = True
-    filter_rate: float = 0.5  # R: the share of each batch the rank cut removes (unknown noise: 0.5)
+    method: str = "mcl"  # prism/methods: `prism methods` lists them
+    # none, prism, batch-positive or memory-positive; None: prism where the method takes a filter, else none
+    filter: str | None = None
+    # R: the share of each batch the rank cut removes (unknown noise: 0.5); Co-teaching's forget rate
+    filter_rate: float = 0.5
+    transition: str = "estimate"  # F-correction's matrix: estimate (anchor points) or known (symmetric noise)
     window: int = 30  # tau: TRMs averaged into sTRM (the authors' CARS-98N setting)
     mode: str = "centre"  # centre (Eq. 6/7) or exact (Eq. 2/3)
     # ours: a sample whose class has no centre yet is kept, with no centre at all the whole batch; authors: classes
@@ -79,8 +83,9 @@ class TrainConfig:
     trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise NoisekitError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        from prism.methods import check
+
+        object.__setattr__(self, "filter", check(self.method, self.filter))
         if not 0.0 <= self.filter_rate < 1.0:
             raise NoisekitError(f"--filter-rate must be in [0, 1), got {self.filter_rate}")
         for name, allowed in CHOICES.items():
@@ -112,6 +117,11 @@ class TrainConfig:
             raise NoisekitError(f"--proxy-lr must be > 0, got {self.proxy_lr}")
 
     @property
+    def filtered(self) -> bool:
+        """Whether a filter chooses the samples that train (and enter the bank)."""
+        return self.filter != "none"
+
+    @property
     def batch_size(self) -> int:
         return self.classes_per_batch * self.samples_per_class
 
@@ -129,9 +139,6 @@ PRETRAINED_ITERATIONS = 4000  # the authors' CARS-98N setting (configs/CARSN/Mem
 SCRATCH_EPOCHS = 60  # a randomly initialised backbone trains for about this many passes over the data ...
 SCRATCH_ITERATIONS = (400, 4000)  # ... within these bounds
 SCRATCH_WARMUP = 0.375  # and PRISM starts after this share of the iterations
-# a loss's own parameters train at this rate without weight decay: SoftTriple's centres at the authors' CENTER_LR
-# (ret_benchmark/config/defaults.py: _C.LOSSES.CENTER_LR = 0.1, a separate Adam in tools/train_net.py)
-PROXY_LR = {"softtriple": 0.1}
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
     - warm-up (PRISM off, every sample trains): 0 for a pretrained backbone, whose first similarity ranking is
       already meaningful; SCRATCH_WARMUP of the iterations for a randomly initialised one, whose first ranking is not.
     """
+    from prism.methods import spec
+
     arch = config.arch
     if arch == "auto":
         arch = "small_cnn" if shape.side <= SMALL_IMAGE else "resnet50"
@@ -173,11 +182,34 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         iterations=iterations,
         eval_every=config.eval_every or max(1, iterations // 10),
         warmup=config.warmup if config.warmup is not None else round(SCRATCH_WARMUP * iterations) * scratch,
-        proxy_lr=config.proxy_lr if config.proxy_lr is not None else PROXY_LR.get(config.loss),
+        proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(config.lr),
     )
 
 
+def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``values`` with older option names under their current ones (``loss`` -> ``method``, ``prism: bool`` ->
+    ``filter``); an old and a new name that disagree are an error."""
+    values = dict(values)
+    for old, new in ALIASES.items():
+        if old in values:
+            value = values.pop(old)
+            if values.get(new) not in (None, value):
+                raise NoisekitError(f"{where}: --{old} {value} and --{new} {values[new]} disagree; give one")
+            values[new] = value
+    if "prism" in values:
+        prism = values.pop("prism")
+        if prism is not None:
+            implied = "prism" if prism else "none"
+            if values.get("filter") not in (None, implied):
+                raise NoisekitError(
+                    f"{where}: --{'' if prism else 'no-'}prism and --filter {values['filter']} disagree"
+                )
+            values["filter"] = implied
+    return values
+
+
 def from_dict(values: dict[str, Any], *, where: str) -> TrainConfig:
+    values = canonical(values, where=where)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -224,7 +256,8 @@ def load_config(path: Path | None, overrides: dict[str, Any], *, preset: str | N
     if path is not None:
         values.update(read_yaml(path, what="--config"))
         where.append(str(path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = canonical(values, where=", ".join(where) or "options")
+    values.update(canonical({k: v for k, v in overrides.items() if v is not None}, where="options"))
     return from_dict(values, where=", ".join(where) or "options")
 
 

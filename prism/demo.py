@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             key,
             {
                 "dataset": dataset,
-                "prism": prism,
+                "filter": "prism" if prism else "none",
                 "filter_rate": args.noise,
                 "seed": args.seed,
                 "iterations": args.iterations,

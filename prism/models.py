@@ -97,8 +97,11 @@ class Embedder(nn.Module):
     std here, on the model's device; float images are taken as already normalised.
     """
 
-    def __init__(self, arch: str, *, embed_dim: int, weights: str = "random", pooling: str = "avg") -> None:
+    def __init__(
+        self, arch: str, *, embed_dim: int, weights: str = "random", pooling: str = "avg", normalize: bool = True
+    ) -> None:
         super().__init__()
+        self.normalize = normalize  # False: the raw features before a classifier (retrieval normalises them)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if arch == "small_cnn":
@@ -113,11 +116,14 @@ class Embedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = (x.float().div(255) - self.mean) / self.std  # the same operations as ToTensor + Normalize
-        return F.normalize(self.head(self.backbone(x)), dim=1)
+        features = self.head(self.backbone(x))
+        return F.normalize(features, dim=1) if self.normalize else features
 
 
-def build_model(arch: str, *, embed_dim: int, weights: str, seed: int, pooling: str = "avg") -> Embedder:
+def build_model(
+    arch: str, *, embed_dim: int, weights: str, seed: int, pooling: str = "avg", normalize: bool = True
+) -> Embedder:
     """The model, initialised from ``seed`` without touching the global random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Embedder(arch, embed_dim=embed_dim, weights=weights, pooling=pooling)
+        return Embedder(arch, embed_dim=embed_dim, weights=weights, pooling=pooling, normalize=normalize)

@@ -71,6 +71,26 @@ def evaluate_split(
     return metrics
 
 
+@torch.no_grad()
+def train_features(
+    model: torch.nn.Module, data: TrainingData, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's raw outputs (not normalised) and labels for every training image, without augmentation."""
+    if "train" not in data.eval_sets:
+        data.eval_sets["train"] = Images(
+            data.train, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
+        )
+    loader = DataLoader(data.eval_sets["train"], batch_size=256, num_workers=0 if data.small else config.workers)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        feats = torch.cat([model(batch[0].to(device)).float() for batch in loader])
+    finally:
+        for module, training in modes:
+            module.training = training
+    return feats, torch.as_tensor(data.train.labels, device=device)
+
+
 def selected_by(config: TrainConfig, data: TrainingData, state: RunState) -> str:
     if config.select != "val" or data.val is None:
         return "last"
@@ -100,7 +120,7 @@ def finish(
     drawn = seen > 0
     noise = (
         detection(flagged[drawn], data.train.noisy[drawn])
-        if config.prism
+        if config.filtered
         else {"precision": None, "recall": None, "flagged_fraction": 0.0}
     )
     report = pd.DataFrame(
@@ -117,13 +137,15 @@ def finish(
     started = max(config.warmup, config.bank_start)  # neither the warm-up nor the batch-only start selects
     summary = {
         "dataset": config.dataset,
-        "loss": config.loss,
-        "prism": config.prism,
+        "method": config.method,
+        "filter": config.filter,
+        "loss": config.method,  # the older names of the two fields above
+        "prism": config.filter == "prism",
         "seed": config.seed,
         "iterations": config.iterations,
         "warmup": config.warmup,
         # the first iteration whose batch PRISM filtered (null if it never did); before it every sample trained
-        "selection_started": started if config.prism and started < config.iterations else None,
+        "selection_started": started if config.filtered and started < config.iterations else None,
         "best_iteration": state.best_iteration,
         "selected_by": selected_by(config, data, state),
         "validation": data.val_by,
@@ -138,8 +160,13 @@ def finish(
     with atomic_path(out / "noise_report.parquet") as tmp:
         report.to_parquet(tmp, index=False)
     write_json(out / "summary.json", summary)
-    plot_curves(state, out / "curves.png", title=f"{config.dataset}  {config.loss}{' + PRISM' if config.prism else ''}")
+    plot_curves(state, out / "curves.png", title=f"{config.dataset}  {run_name(config)}")
     return summary
+
+
+def run_name(config: TrainConfig) -> str:
+    """``method`` or ``method + filter`` (``mcl + PRISM``)."""
+    return config.method + {"none": "", "prism": " + PRISM"}.get(config.filter, f" + {config.filter}")
 
 
 def plot_curves(state: RunState, path: Path, *, title: str) -> None:
@@ -191,7 +218,7 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
     if getattr(data, split) is None:
         raise NoisekitError(f"{dataset} has no {split} split under this checkpoint's --val-fraction")
     config = resolve(config, data.shape)  # checkpoints written before the defaults were resolved
-    model = build_model(
+    model = build_model(  # retrieval normalises every output: the same model serves raw-feature methods
         config.arch, embed_dim=config.embed_dim, weights="random", seed=config.seed, pooling=config.pooling
     )
     try:

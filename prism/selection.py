@@ -20,6 +20,12 @@ For a batch of L2-normalised features f_i with labels y_i and a feature bank:
   floor(R * n) lowest, ties broken by batch position; only an empty bank keeps the whole batch. On data with many
   classes (SOP) the authors' rule keeps 1 - R of each batch while few centres exist, ours nearly all of it.
 
+The ablation's other criteria (the paper's Table 5) replace P_clean by an unnormalised score and keep the same
+threshold rule: ``batch-positive`` (Eq. 12) the mean cosine similarity of a sample to the other samples of its label
+in the batch, ``memory-positive`` (Eq. 13) its mean similarity to the bank's samples of its label (= f_i . w_y, the
+class centre). A sample without a positive (none in the batch, or no centre yet) is kept. The authors' code
+implements neither (ret_benchmark/losses holds only PRISM); TRM is ``window=1``.
+
 Nothing here loops over samples or synchronises with the host: the window is a tensor ring on the device.
 A selector returns a keep-mask that a loss consumes, as a pytorch-metric-learning miner returns indices.
 """
@@ -34,6 +40,7 @@ import torch
 from prism.memory import FeatureBank
 
 MODES = ("centre", "exact")
+SCORES = ("prism", "batch-positive", "memory-positive")
 
 
 def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +85,16 @@ def p_clean(
     logits = scores.masked_fill(~present, absent_logit)
     own = torch.gather(torch.log_softmax(logits, dim=1), 1, labels.view(-1, 1)).squeeze(1).exp()
     return torch.where(present[labels], own, torch.ones_like(own))
+
+
+def batch_positive(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) mean similarity of each sample to the other samples of its label in the batch (1 where there are none)
+    and which samples have one."""
+    same = (labels.view(-1, 1) == labels.view(1, -1)) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    count = same.sum(1)
+    mean = ((feats @ feats.T) * same).sum(1) / count.clamp(min=1)
+    has = count > 0
+    return torch.where(has, mean, torch.ones_like(mean)), has
 
 
 def rank_cut(p: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +178,7 @@ class PrismSelector:
         window: int = 30,
         mode: str = "centre",
         startup: str = "ours",
+        score: str = "prism",
         device: torch.device | str = "cpu",
     ) -> None:
         if not 0.0 <= rate < 1.0:
@@ -169,7 +187,9 @@ class PrismSelector:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if startup not in ("ours", "authors"):
             raise ValueError(f"startup must be ours or authors, got {startup!r}")
-        self.num_classes, self.rate, self.mode, self.startup = num_classes, rate, mode, startup
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.num_classes, self.rate, self.mode, self.startup, self.score = num_classes, rate, mode, startup, score
         self.centres = torch.zeros(num_classes, dim, device=device)
         self.has_centre = torch.zeros(num_classes, dtype=torch.bool, device=device)
         self.window = ThresholdWindow(window, device=device)
@@ -178,6 +198,9 @@ class PrismSelector:
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor, bank: FeatureBank) -> Selection:
         feats = feats.detach().float()
+        if self.score == "batch-positive":
+            p, has = batch_positive(feats, labels)
+            return select(p, has, has.any(), rate=self.rate, window=self.window)
         if self.mode == "exact" and bank.num_classes == self.num_classes:
             means, present = bank.class_means()
             scores = centre_scores(feats, means)
@@ -185,6 +208,12 @@ class PrismSelector:
             scores, present = exact_scores(feats, bank, self.num_classes)
         else:
             scores, present = centre_scores(feats, self.centres), self.has_centre
+        if self.score == "memory-positive":
+            has = present[labels]
+            own = scores.gather(1, labels.view(-1, 1)).squeeze(1)
+            return select(
+                torch.where(has, own, torch.ones_like(own)), has, present.any(), rate=self.rate, window=self.window
+            )
         if self.startup == "authors":
             # the authors' loss returns before touching its state when the bank is empty: no centres refresh then
             self.refresh_after = bank.count > 0

@@ -42,10 +42,11 @@ from prism.data import (
     train_transform,
 )
 from prism.dist import DistContext, setup, sync_batchnorm, teardown
-from prism.losses import build_loss
 from prism.memory import FeatureBank
+from prism.methods import Context, Method, build_method, spec
+from prism.methods.base import Twin
 from prism.models import build_model
-from prism.report import SELECTION_METRIC, evaluate_checkpoint, evaluate_split, finish
+from prism.report import SELECTION_METRIC, evaluate_checkpoint, evaluate_split, finish, train_features
 from prism.samplers import make_sampler
 from prism.selection import PrismSelector
 
@@ -57,8 +58,8 @@ class Parts:
     """What a run trains and carries from step to step."""
 
     core: torch.nn.Module  # the plain model (checkpoint keys, evaluation)
-    model: torch.nn.Module  # the one trained: ``core``, or ``core`` wrapped in DDP under torchrun
-    loss_fn: torch.nn.Module
+    model: torch.nn.Module  # the one trained: ``core`` (and a method's second network), in DDP under torchrun
+    method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     bank: FeatureBank
@@ -69,48 +70,67 @@ class Parts:
 
     def payload(self, config: TrainConfig, state: RunState) -> dict[str, Any]:
         return checkpoint_payload(
-            config, state, self.core, self.loss_fn, self.optimizer, self.scheduler, self.bank, self.selector,
+            config, state, self.core, self.method, self.optimizer, self.scheduler, self.bank, self.selector,
             self.tracker,
         )  # fmt: skip
+
+
+def method_context(config: TrainConfig, data: TrainingData) -> Context:
+    clean = data.train.clean
+    return Context(
+        num_classes=data.num_classes,
+        embed_dim=config.embed_dim,
+        seed=config.seed,
+        iterations=config.iterations,
+        warmup=config.warmup,
+        batch_size=config.batch_size,
+        train_images=len(data.train.files),
+        rate=config.filter_rate,
+        options=config.to_dict(),
+        noise=data.manifest.meta.noise,
+        clean_classes=len(np.unique(clean[clean >= 0])),
+    )
 
 
 def build_parts(config: TrainConfig, data: TrainingData, ctx: DistContext) -> Parts:
     device = ctx.device
     core = build_model(
-        config.arch, embed_dim=config.embed_dim, weights=config.weights, seed=config.seed, pooling=config.pooling
+        config.arch,
+        embed_dim=config.embed_dim,
+        weights=config.weights,
+        seed=config.seed,
+        pooling=config.pooling,
+        normalize=spec(config.method).normalized,
     ).to(device)
+    method = build_method(config.method, method_context(config, data)).to(device)
+    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.contiguous_format
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)
-    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.contiguous_format
+        if method.partner is not None:
+            method.second = sync_batchnorm(method.partner, device)
     core = core.to(memory_format=memory_format)
     if config.compile:
         core.backbone.compile()  # in place: checkpoint keys stay those of the plain module
+    network = core if method.partner is None else Twin(core, method.partner.to(memory_format=memory_format))
     model = (
-        DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+        DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
         if ctx.distributed
-        else core
+        else network
     )
-    loss_fn = build_loss(
-        config.loss,
-        num_classes=data.num_classes,
-        embed_dim=config.embed_dim,
-        memory_weight=config.memory_weight,
-        seed=config.seed,
-        mcl_norm=config.mcl_norm,
-        filtered=config.prism,
-    ).to(device)
-    groups = [{"params": list(core.parameters())}]
-    if list(loss_fn.parameters()):  # SoftTriple's centres: their own rate, no weight decay (the authors' CENTER_LR)
-        groups.append({"params": list(loss_fn.parameters()), "lr": config.proxy_lr, "weight_decay": 0.0})
+    # proxies and centres: their own rate, no weight decay (SoftTriple: the authors' CENTER_LR and separate Adam)
+    proxies = {id(p) for p in method.proxy_parameters()}
+    groups = [{"params": list(network.parameters()) + [p for p in method.head_parameters() if id(p) not in proxies]}]
+    if proxies:
+        groups.append({"params": method.proxy_parameters(), "lr": config.proxy_lr, "weight_decay": 0.0})
     optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     bank = FeatureBank(
-        max(config.bank_size or len(data.train.files), config.batch_size),
+        max(config.bank_size or len(data.train.files), config.batch_size) if config.filtered or method.uses_bank else 1,
         config.embed_dim,
-        num_classes=data.num_classes if config.prism else 0,
+        num_classes=data.num_classes if config.filtered else 0,
         device=device,
     )
     selector = None
-    if config.prism:
+    if config.filtered:
         selector = PrismSelector(
             data.num_classes,
             config.embed_dim,
@@ -118,12 +138,13 @@ def build_parts(config: TrainConfig, data: TrainingData, ctx: DistContext) -> Pa
             window=config.window,
             mode=config.mode,
             startup=config.startup,
+            score=config.filter,
             device=device,
         )
     return Parts(
         core=core,
         model=model,
-        loss_fn=loss_fn,
+        method=method,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations),
         bank=bank,
@@ -139,7 +160,7 @@ def restore(parts: Parts, config: TrainConfig, path: Path) -> RunState:
     payload = load_checkpoint(path)
     check_same_config(payload["config"], config, path)
     parts.core.load_state_dict(payload["model"])
-    parts.loss_fn.load_state_dict(payload["loss"])
+    parts.method.load_state_dict(payload["loss"])
     parts.optimizer.load_state_dict(payload["optimizer"])
     parts.scheduler.load_state_dict(payload["scheduler"])
     parts.bank.load_state_dict(payload["bank"])
@@ -183,12 +204,20 @@ def make_loader(config: TrainConfig, data: TrainingData, ctx: DistContext, start
 
 
 def train_step(
-    parts: Parts, config: TrainConfig, ctx: DistContext, it: int, batch: tuple, noisy_all: torch.Tensor
+    parts: Parts,
+    config: TrainConfig,
+    data: TrainingData,
+    ctx: DistContext,
+    it: int,
+    batch: tuple,
+    noisy_all: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One iteration; returns its statistics (on the device: loss, kept share, threshold, flag counts) and the trace
     row (``--trace``)."""
     images, labels, rows = batch
     device = ctx.device
+    # a two-stage method (F-correction) reads the training split's features when its stage ends
+    parts.method.stage(it, lambda: train_features(parts.core, data, config, device))
     images = images.to(device, non_blocking=True, memory_format=parts.memory_format)
     labels, rows = labels.to(device, non_blocking=True), rows.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=parts.bf16):
@@ -203,17 +232,17 @@ def train_step(
         keep, p, threshold = selection.keep, selection.p, selection.threshold
     else:
         keep, p, threshold = torch.ones_like(labels, dtype=torch.bool), None, torch.tensor(float("nan"))
-    loss = parts.loss_fn(emb, labels, keep, bank if parts.loss_fn.uses_bank and banked else None)
+    loss = parts.method(emb, labels, keep, bank if parts.method.uses_bank and banked else None, it)
     parts.optimizer.zero_grad(set_to_none=True)
-    # DDP averages the model's gradients over ranks, hence the factor; the loss's own parameters (SoftTriple's
-    # centres) live outside DDP and see the full global-batch gradient on every rank, hence the division
+    # DDP averages the networks' gradients over ranks, hence the factor; the method's own parameters (proxies,
+    # classifiers) live outside DDP and see the full global-batch gradient on every rank, hence the division
     (loss * ctx.world_size).backward()
-    for param in parts.loss_fn.parameters():
+    for param in parts.method.head_parameters():
         if param.grad is not None:
             param.grad /= ctx.world_size
     parts.optimizer.step()
     parts.scheduler.step()
-    if banked:
+    if banked and (selector is not None or parts.method.uses_bank):
         bank.enqueue(emb.detach(), labels, keep)
         # the authors' loss builds no centres before its warm-up ends (NOISE.WARM_UP); ours starts from those built
         if selector is not None and (it >= config.warmup or config.startup == "ours"):
@@ -309,7 +338,7 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     for images, labels, rows in loader:
         if on_device:
             images = decode_batch(images, config.image_size, ctx.device)
-        stats, row = train_step(parts, config, ctx, state.iteration, (images, labels, rows), noisy_all)
+        stats, row = train_step(parts, config, data, ctx, state.iteration, (images, labels, rows), noisy_all)
         window.append(stats)
         if row:
             trace.append(row)

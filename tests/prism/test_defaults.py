@@ -92,7 +92,7 @@ def test_warmup_on_omniglot_is_reported_and_respected(home: Path, tmp_path: Path
     assert kept[:4] == [1.0] * 4 and min(kept[4:]) < 1.0  # every sample trains before iteration 4, not after
     never = train(config.replace(warmup=10, out=str(tmp_path / "never")), progress=False)
     assert never["selection_started"] is None
-    plain = train(config.replace(prism=False, out=str(tmp_path / "plain")), progress=False)
+    plain = train(config.replace(filter="none", out=str(tmp_path / "plain")), progress=False)
     assert plain["selection_started"] is None
 
 

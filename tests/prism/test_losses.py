@@ -9,8 +9,8 @@ from pytorch_metric_learning import losses
 from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.reducers import SumReducer
 
-from prism.losses import MemoryContrastiveLoss, build_loss
 from prism.memory import FeatureBank
+from prism.methods.mcl import MemoryContrastiveLoss, build_loss
 
 
 def _pml() -> losses.ContrastiveLoss:

@@ -20,8 +20,8 @@ from prism.bninception import BNInception
 from prism.cli import app
 from prism.config import DataShape, load_config, presets, resolve
 from prism.data import CropFlip
-from prism.losses import MemoryContrastiveLoss, contrastive_terms
 from prism.memory import FeatureBank
+from prism.methods.mcl import MemoryContrastiveLoss, contrastive_terms
 from prism.models import build_model
 from prism.samplers import ChunkBatches, PKBatches
 from prism.selection import PrismSelector
@@ -58,7 +58,7 @@ def test_preset_values_are_the_authors(name: str) -> None:
     assert c.eval_every == cfg["VALIDATION"]["VERBOSE"]
     assert c.crop_scale == AUTHORS_DEFAULTS["CROP_SCALE"][0] and c.image_size == AUTHORS_DEFAULTS["CROP_SIZE"][0]
     assert c.warmup == AUTHORS_DEFAULTS["WARM_UP"]
-    assert (c.loss, c.prism, c.mode, c.weights) == ("mcl", True, "centre", "imagenet")
+    assert (c.method, c.filter, c.mode, c.weights) == ("mcl", "prism", "centre", "imagenet")
     assert (c.sampler, c.startup, c.mcl_norm, c.pooling) == ("authors", "authors", "authors", "max")
     assert (c.val_fraction, c.select) == (0.0, "last")
     if name in ("paper-cars", "paper-cub", "paper-cars98n"):

@@ -156,3 +156,42 @@ def test_running_class_sums_equal_a_pass_over_the_bank() -> None:
         reference, present_ref = class_centres(plain, 6)
         assert torch.equal(present, present_ref), step
         assert torch.allclose(running, reference, atol=1e-6), step
+
+
+def _two_class_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """8 samples, labels 0,0,0,0,1,1,1,1: samples 3 and 7 point at the other class's direction."""
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    feats = torch.stack([a, a, F.normalize(a + 0.1 * b, dim=0), b, b, b, F.normalize(b + 0.1 * a, dim=0), a])
+    return feats, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_batch_positive_filter_drops_the_samples_least_like_their_batch_positives() -> None:
+    feats, labels = _two_class_batch()
+    selector = PrismSelector(2, 2, rate=0.25, window=1, score="batch-positive")
+    selection = selector(feats, labels, FeatureBank(4, 2))
+    # sample 3's positives are 0, 1, 2 (mean similarity ~0.03), sample 7's are 4, 5, 6 (~0.03); the rest ~0.66
+    assert selection.keep.tolist() == [True, True, True, False, True, True, True, False]
+    expected = ((feats @ feats.T)[3, :3]).mean()
+    assert torch.isclose(selection.p[3], expected)
+
+
+def test_memory_positive_filter_scores_the_similarity_to_the_class_centre() -> None:
+    feats, labels = _two_class_batch()
+    bank = FeatureBank(8, 2, num_classes=2)
+    bank.enqueue(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))
+    selector = PrismSelector(2, 2, rate=0.25, window=1, score="memory-positive")
+    selector.update_centres(bank, torch.tensor([0, 1]), torch.tensor([True, True]))
+    selection = selector(feats, labels, bank)
+    assert torch.allclose(selection.p, (feats * torch.eye(2)[labels]).sum(1))  # f . centre of its own label
+    assert selection.keep.tolist() == [True, True, True, False, True, True, True, False]
+
+
+def test_trm_is_window_one() -> None:
+    """With window 1 the threshold of every batch is that batch's own rank cut (TRM), never an average."""
+    feats, labels = _two_class_batch()
+    selector = PrismSelector(2, 2, rate=0.25, window=1, score="batch-positive")
+    for _ in range(3):
+        selection = selector(feats, labels, FeatureBank(4, 2))
+        trm, _ = rank_cut(selection.p, 0.25)
+        assert torch.equal(selection.threshold, trm)
+        assert torch.equal(selection.keep, selection.p > trm)

@@ -83,7 +83,7 @@ def test_resume_gives_the_same_weights(noisy_digits: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize("loss", ["softtriple", "contrastive", "ms", "mcl"])
 def test_prism_with_every_loss(noisy_digits: str, tmp_path: Path, loss: str) -> None:
     summary = train(
-        TrainConfig(dataset=noisy_digits, loss=loss, iterations=6, out=str(tmp_path / loss), **FAST), progress=False
+        TrainConfig(dataset=noisy_digits, method=loss, iterations=6, out=str(tmp_path / loss), **FAST), progress=False
     )
     assert 0 < summary["test"]["precision_at_1"] <= 1
     assert 0 < summary["noise_detection"]["flagged_fraction"] < 1
@@ -139,7 +139,7 @@ def test_yaml_config_and_flag_override(noisy_digits: str, tmp_path: Path, runner
     result = runner.invoke(app, ["train", "--config", str(cfg), "--loss", "contrastive", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
-    assert saved["loss"] == "contrastive" and saved["iterations"] == 4
+    assert saved["method"] == "contrastive" and saved["iterations"] == 4
 
 
 def _fails(runner, args: list[str], *needles: str) -> None:
