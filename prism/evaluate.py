@@ -163,8 +163,10 @@ def retrieval_metrics(
 
 
 @torch.no_grad()
-def embed_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Embed every batch of ``loader`` with ``model`` in eval mode.
+def embed_loader(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every batch of ``loader`` with ``model`` in eval mode (``normalize=False``: the outputs as they are).
 
     ``loader`` yields ``(images, labels, indices)`` or ``(images, labels)``; ``model`` maps images to (batch, dim).
     Returns (n, dim) float32 L2-normalised embeddings and (n,) int64 labels, in loader order. Each submodule's
@@ -184,7 +186,7 @@ def embed_loader(model: torch.nn.Module, loader: DataLoader, device: torch.devic
             out = model(batch[0].to(device, non_blocking=True))
             if out.ndim != 2:
                 raise NoisekitError(f"model: expected (batch, dim) embeddings, got shape {tuple(out.shape)}")
-            embeddings.append(F.normalize(out.float(), dim=1).cpu())
+            embeddings.append((F.normalize(out.float(), dim=1) if normalize else out.float()).cpu())
             labels.append(torch.as_tensor(batch[1]).reshape(-1).to(torch.int64).cpu())
     finally:
         for module, training in modes:

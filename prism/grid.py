@@ -22,9 +22,10 @@ import pandas as pd
 import yaml
 
 from noisekit.errors import NoisekitError
-from noisekit.manifest import atomic_path, write_json
+from noisekit.manifest import Manifest, atomic_path, write_json
 from prism.config import TrainConfig, from_dict, read_yaml
 from prism.methods import METHODS, check, spec
+from prism.methods.fcorrection import open_set
 
 KEYS = {"datasets", "variants", "methods", "filters", "seeds", "filter_rate", "options", "out", "jobs"}
 
@@ -66,13 +67,20 @@ def _listed(value: Any, key: str, where: str) -> list[Any]:
     return values
 
 
-def _noise(ref: str, where: str) -> dict[str, Any] | None:
+def _manifest(ref: str, where: str) -> Manifest:
     from prism.data import load_manifest
 
     try:
-        return load_manifest(ref).meta.noise
+        return load_manifest(ref)
     except NoisekitError as exc:
         raise NoisekitError(f"{where}: dataset {ref}: {exc}") from None
+
+
+def _open_set(manifest: Manifest) -> bool:
+    """F-correction's own test (prism/methods/fcorrection.py), on the variant's training split."""
+    train = manifest.split("train")
+    clean = train["clean_label"]
+    return open_set(manifest.meta.noise, train["label"].nunique(), clean[clean >= 0].nunique())
 
 
 def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
@@ -93,7 +101,8 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
     for dataset in _listed(spec_values["datasets"], "datasets", where):
         for variant in _listed(spec_values.get("variants", ["clean"]), "variants", where):
             ref = dataset if variant == "clean" else f"{dataset}/{variant}"
-            noise = _noise(ref, where)
+            manifest = _manifest(ref, where)
+            noise = manifest.meta.noise
             rate = float((noise or {}).get("requested_rate") or (noise or {}).get("realised_rate") or 0.0)
             for method in methods:
                 spec(method)  # an unknown method: the registry's one-line error
@@ -116,17 +125,13 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
                         }  # fmt: skip
                         config = from_dict(values, where=where)
                         run = Run(dataset, variant, method, config.filter, int(seed), rate, config)
-                        _check_open_set(run, noise, where)
+                        if method == "fcorrection" and _open_set(manifest):
+                            raise NoisekitError(
+                                f"{where}: fcorrection on {ref}: the transition matrix is undefined for open-set "
+                                "(Small Cluster) noise; drop the method or the variant"
+                            )
                         runs.append(run)
     return Grid(runs=runs, out=out, jobs=int(spec_values.get("jobs", 1)))
-
-
-def _check_open_set(run: Run, noise: dict[str, Any] | None, where: str) -> None:
-    if run.method == "fcorrection" and (noise or {}).get("model") == "small_cluster":
-        raise NoisekitError(
-            f"{where}: fcorrection on {run.dataset}/{run.variant}: the transition matrix is undefined for open-set "
-            "(Small Cluster) noise; drop the method or the variant"
-        )
 
 
 def status(run: Run) -> str:
@@ -194,7 +199,7 @@ def _execute_one(run: Run) -> tuple[Run, float]:
 def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _flatten(f"{prefix}{k}." if not prefix.endswith(".") and prefix else f"{prefix}{k}.", v, row)
+            _flatten(f"{prefix}{k}.", v, row)
     else:
         row[prefix.rstrip(".")] = value
 

@@ -51,11 +51,7 @@ def evaluate_split(
     The ``clean_*`` figures are a diagnostic: model selection never reads them.
     Under torchrun every rank embeds every world_size-th image and the shards are gathered."""
     split = getattr(data, which)
-    if which not in data.eval_sets:  # validation runs every eval_every iterations: decode (small) images once
-        data.eval_sets[which] = Images(
-            split, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
-        )
-    dataset = data.eval_sets[which]
+    dataset = eval_set(data, which, config)
     shard = list(range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(Subset(dataset, shard), batch_size=256, num_workers=0 if data.small else config.workers)
     emb, _ = embed_loader(model, loader, device)
@@ -71,24 +67,27 @@ def evaluate_split(
     return metrics
 
 
-@torch.no_grad()
+def eval_set(data: TrainingData, which: str, config: TrainConfig) -> Images:
+    """A split's images without augmentation, built once per run (validation runs every eval_every iterations:
+    small images are decoded and resized once)."""
+    if which not in data.eval_sets:
+        data.eval_sets[which] = Images(
+            getattr(data, which),
+            eval_transform(data.small, config.image_size),
+            preload=config.image_size if data.small else None,
+        )
+    return data.eval_sets[which]
+
+
 def train_features(
     model: torch.nn.Module, data: TrainingData, config: TrainConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's raw outputs (not normalised) and labels for every training image, without augmentation."""
-    if "train" not in data.eval_sets:
-        data.eval_sets["train"] = Images(
-            data.train, eval_transform(data.small, config.image_size), preload=config.image_size if data.small else None
-        )
-    loader = DataLoader(data.eval_sets["train"], batch_size=256, num_workers=0 if data.small else config.workers)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        feats = torch.cat([model(batch[0].to(device)).float() for batch in loader])
-    finally:
-        for module, training in modes:
-            module.training = training
-    return feats, torch.as_tensor(data.train.labels, device=device)
+    loader = DataLoader(
+        eval_set(data, "train", config), batch_size=256, num_workers=0 if data.small else config.workers
+    )
+    feats, labels = embed_loader(model, loader, device, normalize=False)
+    return torch.from_numpy(feats).to(device), torch.from_numpy(labels).to(device)
 
 
 def selected_by(config: TrainConfig, data: TrainingData, state: RunState) -> str:

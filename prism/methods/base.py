@@ -8,6 +8,7 @@ method on ``(emb, labels, keep, bank, iteration)``; the method returns the loss.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,6 @@ import torch
 from torch import nn
 
 from prism.memory import FeatureBank
-
-KINDS = ("pair", "proxy", "classification")
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,11 @@ class Context:
     noise: dict[str, Any] | None  # the variant's noise record (None: clean or unknown)
     clean_classes: int = 0  # distinct known clean classes of the training split (open-set noise has more)
 
+    @property
+    def first_stage(self) -> int:
+        """Iterations of a two-stage method's first stage: the warm-up, or a quarter of the run without one."""
+        return self.warmup or max(1, self.iterations // 4)
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -49,7 +53,6 @@ class MethodSpec:
     build: Callable[[Context], Method]
     proxy_lr: Callable[[float], float | None] = lambda lr: None  # its own parameters' rate from the backbone's
     normalized: bool = True  # False: the network outputs the raw features before the classifier
-    second_network: bool = False
 
     def row(self) -> dict[str, Any]:
         return {
@@ -61,7 +64,7 @@ class MethodSpec:
         }
 
 
-class Method(nn.Module):
+class Method(nn.Module, abc.ABC):
     """A loss over one step's (gathered) embeddings. Subclasses set ``uses_bank`` when their loss reads the bank and
     ``second`` when they train a second network (its output is concatenated to the first's, column-wise)."""
 
@@ -72,6 +75,7 @@ class Method(nn.Module):
         """The second network (the submodule ``second``), if the method trains one."""
         return self._modules.get("second")
 
+    @abc.abstractmethod
     def forward(
         self,
         emb: torch.Tensor,
@@ -80,7 +84,7 @@ class Method(nn.Module):
         bank: FeatureBank | None = None,
         iteration: int = 0,
     ) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} does not define its loss")
+        """The step's loss; ``keep`` is the filter's mask (all True without one)."""
 
     def stage(self, iteration: int, features: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Called before every step; ``features()`` embeds the training split (raw features, labels) with the

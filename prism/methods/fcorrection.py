@@ -62,9 +62,9 @@ def open_set(noise: dict[str, Any] | None, num_classes: int, clean_classes: int)
 
 
 class ForwardCorrection(Method):
-    def __init__(self, ctx: Context, clean_classes: int) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__()
-        if open_set(ctx.noise, ctx.num_classes, clean_classes):
+        if open_set(ctx.noise, ctx.num_classes, ctx.clean_classes):
             raise NoisekitError(
                 "--method fcorrection: the labels are open-set (Small Cluster) noise, for which no transition "
                 "matrix over the training classes exists; choose another method"
@@ -81,7 +81,7 @@ class ForwardCorrection(Method):
                 )
             self.transition.copy_(symmetric_transition(ctx.num_classes, float(ctx.noise["realised_rate"])))
             self.corrected.fill_(True)
-        self.switch = ctx.warmup or max(1, ctx.iterations // 4)
+        self.switch = ctx.first_stage
 
     @torch.no_grad()
     def stage(self, iteration: int, features: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -107,4 +107,4 @@ class ForwardCorrection(Method):
 
 
 def build(ctx: Context) -> ForwardCorrection:
-    return ForwardCorrection(ctx, ctx.clean_classes)
+    return ForwardCorrection(ctx)

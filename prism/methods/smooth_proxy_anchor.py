@@ -62,7 +62,7 @@ class SmoothProxyAnchor(Method):
         self.proxies = nn.Parameter(torch.empty(ctx.num_classes, ctx.embed_dim))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")  # as pytorch-metric-learning's ProxyAnchorLoss
         self.confidence = nn.Linear(ctx.embed_dim, ctx.num_classes)
-        self.switch = ctx.warmup or max(1, ctx.iterations // 4)
+        self.switch = ctx.first_stage
 
     def forward(
         self,
