@@ -141,7 +141,8 @@ def status(run: Run) -> str:
     return "interrupted" if (run.out / "last.pt").is_file() else "new"
 
 
-def _execute(run: Run, threads: int) -> tuple[Run, float]:
+def _execute(run: Run, threads: int) -> tuple[Run, float, float]:
+    """Train one run (resuming it when interrupted); returns it, its wall time and its test P@1."""
     import torch
 
     from prism.train import train
@@ -149,10 +150,10 @@ def _execute(run: Run, threads: int) -> tuple[Run, float]:
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    train(run.config, resume=status(run) == "interrupted", progress=False)
+    summary = train(run.config, resume=status(run) == "interrupted", progress=False)
     wall = time.perf_counter() - start
     write_json(run.out / "grid.json", {"wall_seconds": round(wall, 1)})
-    return run, wall
+    return run, wall, summary["test"]["precision_at_1"]
 
 
 def run_grid(grid: Grid, *, paper: pd.DataFrame | None = None, echo=print) -> dict[str, int]:
@@ -170,9 +171,8 @@ def run_grid(grid: Grid, *, paper: pd.DataFrame | None = None, echo=print) -> di
     )
     start = time.perf_counter()
 
-    def report(run: Run, wall: float) -> None:
+    def report(run: Run, wall: float, p1: float) -> None:
         counts["executed"] += 1
-        p1 = json.loads((run.out / "summary.json").read_text())["test"]["precision_at_1"]
         echo(f"[{counts['executed']}/{len(todo)}] {run.dataset}/{run.variant} {run.name} seed {run.seed}: "
              f"test P@1 {p1:.4f} ({wall:.0f} s)")  # fmt: skip
 
@@ -181,8 +181,8 @@ def run_grid(grid: Grid, *, paper: pd.DataFrame | None = None, echo=print) -> di
             report(*_execute(run, 0))
     else:
         with multiprocessing.get_context("spawn").Pool(grid.jobs, maxtasksperchild=1) as pool:
-            for run, wall in pool.imap_unordered(_execute_one, todo):
-                report(run, wall)
+            for done in pool.imap_unordered(_execute_one, todo):
+                report(*done)
     frame = collect(grid)
     write_results(frame, grid.out, paper)
     echo(
@@ -192,7 +192,7 @@ def run_grid(grid: Grid, *, paper: pd.DataFrame | None = None, echo=print) -> di
     return counts
 
 
-def _execute_one(run: Run) -> tuple[Run, float]:
+def _execute_one(run: Run) -> tuple[Run, float, float]:
     return _execute(run, 1)  # one thread per process: jobs processes share the cores
 
 
