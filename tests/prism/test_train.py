@@ -175,7 +175,7 @@ def test_resume_with_another_config(runner, noisy_digits: str, tmp_path: Path) -
     out = str(tmp_path / "r")
     base = ["train", "--dataset", noisy_digits, "--iterations", "8", "-P", "5", "-K", "4", "--out", out]
     assert runner.invoke(app, [*base, "--stop-at", "3"]).exit_code == 0
-    _fails(runner, [*base, "--resume", "--loss", "ms"], "last.pt was written by another config", "loss: 'mcl'")
+    _fails(runner, [*base, "--resume", "--loss", "ms"], "last.pt was written by another config", "method: 'mcl'")
 
 
 def test_corrupted_checkpoint(runner, noisy_digits: str, tmp_path: Path) -> None:
