@@ -25,7 +25,7 @@ from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, atomic_path, write_json
 from prism.config import TrainConfig, from_dict, read_yaml
 from prism.methods import METHODS, check, spec
-from prism.methods.fcorrection import open_set
+from prism.methods.base import open_set
 
 KEYS = {"datasets", "variants", "methods", "filters", "seeds", "filter_rate", "options", "out", "jobs"}
 
@@ -76,13 +76,6 @@ def _manifest(ref: str, where: str) -> Manifest:
         raise NoisekitError(f"{where}: dataset {ref}: {exc}") from None
 
 
-def _open_set(manifest: Manifest) -> bool:
-    """F-correction's own test (prism/methods/fcorrection.py), on the variant's training split."""
-    train = manifest.split("train")
-    clean = train["clean_label"]
-    return open_set(manifest.meta.noise, train["label"].nunique(), clean[clean >= 0].nunique())
-
-
 def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
     """Every run of a grid, checked: a one-line error naming ``where`` for anything that cannot run."""
     unknown = sorted(set(spec_values) - KEYS)
@@ -125,7 +118,7 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
                         }  # fmt: skip
                         config = from_dict(values, where=where)
                         run = Run(dataset, variant, method, config.filter, int(seed), rate, config)
-                        if method == "fcorrection" and _open_set(manifest):
+                        if method == "fcorrection" and open_set(manifest):
                             raise NoisekitError(
                                 f"{where}: fcorrection on {ref}: the transition matrix is undefined for open-set "
                                 "(Small Cluster) noise; drop the method or the variant"

@@ -44,7 +44,7 @@ from prism.data import (
 from prism.dist import DistContext, setup, sync_batchnorm, teardown
 from prism.memory import FeatureBank
 from prism.methods import Context, Method, build_method, spec
-from prism.methods.base import Twin
+from prism.methods.base import Twin, open_set
 from prism.models import build_model
 from prism.report import SELECTION_METRIC, evaluate_checkpoint, evaluate_split, finish, train_features
 from prism.samplers import make_sampler
@@ -76,7 +76,6 @@ class Parts:
 
 
 def method_context(config: TrainConfig, data: TrainingData) -> Context:
-    clean = data.train.clean
     return Context(
         num_classes=data.num_classes,
         embed_dim=config.embed_dim,
@@ -88,7 +87,7 @@ def method_context(config: TrainConfig, data: TrainingData) -> Context:
         rate=config.filter_rate,
         options=config.to_dict(),
         noise=data.manifest.meta.noise,
-        clean_classes=len(np.unique(clean[clean >= 0])),
+        open_set=open_set(data.manifest),
     )
 
 

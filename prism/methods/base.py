@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from noisekit.manifest import Manifest
 from prism.memory import FeatureBank
 
 
@@ -33,12 +34,23 @@ class Context:
     rate: float  # the filter or forget rate R
     options: dict[str, Any]  # every option of the run (TrainConfig.to_dict())
     noise: dict[str, Any] | None  # the variant's noise record (None: clean or unknown)
-    clean_classes: int = 0  # distinct known clean classes of the training split (open-set noise has more)
+    open_set: bool = False  # the labels are open-set noise (see open_set below)
 
     @property
     def first_stage(self) -> int:
         """Iterations of a two-stage method's first stage: the warm-up, or a quarter of the run without one."""
         return self.warmup or max(1, self.iterations // 4)
+
+
+def open_set(manifest: Manifest) -> bool:
+    """Whether a variant's labels are open-set noise: Small Cluster, or fewer label classes than clean classes in
+    its training split (some classes dissolved into others, as the authors' Small Cluster lists are). Read on the
+    whole training split: the validation classes carved from it later would make any noisy split look open-set."""
+    if manifest.meta.noise is None:
+        return False
+    train = manifest.split("train")
+    clean = train["clean_label"]
+    return manifest.meta.noise.get("model") == "small_cluster" or train["label"].nunique() < clean[clean >= 0].nunique()
 
 
 @dataclass(frozen=True)

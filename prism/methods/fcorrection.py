@@ -18,7 +18,6 @@ such variants are refused before training.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,18 +52,10 @@ def estimate_transition(probs: torch.Tensor, percentile: float | None = PERCENTI
     return probs[scores.argmax(dim=0)]
 
 
-def open_set(noise: dict[str, Any] | None, num_classes: int, clean_classes: int) -> bool:
-    """Whether the labels are open-set noise: Small Cluster, or a variant with fewer label classes than clean ones
-    (some classes dissolved into others, as the authors' Small Cluster lists are)."""
-    if noise is None:
-        return False
-    return noise.get("model") == "small_cluster" or 0 < num_classes < clean_classes
-
-
 class ForwardCorrection(Method):
     def __init__(self, ctx: Context) -> None:
         super().__init__()
-        if open_set(ctx.noise, ctx.num_classes, ctx.clean_classes):
+        if ctx.open_set:
             raise NoisekitError(
                 "--method fcorrection: the labels are open-set (Small Cluster) noise, for which no transition "
                 "matrix over the training classes exists; choose another method"

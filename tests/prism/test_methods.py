@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,14 +17,18 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from noisekit.errors import NoisekitError
 from noisekit.manifest import read_manifest
 from noisekit.noise.common import save_variant
+from noisekit.noise.symmetric import symmetric
 from noisekit.paths import resolve_manifest
+from noisekit.sources.build import build
 from prism.cli import app
-from prism.config import TrainConfig, load_config
+from prism.config import TrainConfig, load_config, resolve
+from prism.data import prepare
 from prism.methods import METHODS, Context, build_method
+from prism.methods.base import open_set
 from prism.methods.coteaching import CoTeaching, exchange, forget_rate, small_loss
-from prism.methods.fcorrection import corrected_loss, estimate_transition, symmetric_transition
+from prism.methods.fcorrection import ForwardCorrection, corrected_loss, estimate_transition, symmetric_transition
 from prism.methods.smooth_proxy_anchor import smooth_proxy_anchor
-from prism.train import train
+from prism.train import method_context, train
 
 PML = {
     "contrastive": lambda c, d: losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.5, distance=CosineSimilarity()),
@@ -191,6 +196,24 @@ def test_bad_choices_fail_before_training(noisy_digits: str, runner, tmp_path: P
     )
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "open-set" in result.output
     assert not out.exists()
+
+
+def test_fcorrection_accepts_closed_set_noise_once_validation_classes_are_carved(home: Path) -> None:
+    """Carving validation classes by noisy label leaves clean labels of the carved classes in the training split:
+    the open-set test reads the whole training split, so symmetric noise stays closed-set (a grid stopped on it)."""
+    clean = build("omniglot")[1].manifest
+    noisy = symmetric(clean, rate=0.2, seed=0)
+    save_variant(noisy)
+    save_variant(noisy.replace(variant="small_cluster-0.2", noise={"model": "small_cluster", "requested_rate": 0.2}))
+    config = TrainConfig(dataset="omniglot/symmetric-0.2", method="fcorrection", arch="small_cnn")
+    data = prepare(config.dataset, val_fraction=config.val_fraction, seed=0)
+    config = resolve(config, data.shape)
+    carved = data.train.clean
+    assert len(np.unique(carved)) == 136 > data.num_classes  # every clean class is still there after the carve
+    assert not open_set(noisy) and not method_context(config, data).open_set
+    assert isinstance(build_method("fcorrection", method_context(config, data)), ForwardCorrection)
+    assert open_set(read_manifest(resolve_manifest("omniglot/small_cluster-0.2")))
+    assert not open_set(clean)
 
 
 def test_methods_command_lists_the_registry(runner) -> None:
