@@ -99,6 +99,11 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
             rate = float((noise or {}).get("requested_rate") or (noise or {}).get("realised_rate") or 0.0)
             for method in methods:
                 spec(method)  # an unknown method: the registry's one-line error
+                if method == "fcorrection" and open_set(manifest):
+                    raise NoisekitError(
+                        f"{where}: fcorrection on {ref}: the transition matrix is undefined for open-set "
+                        "(Small Cluster) noise; drop the method or the variant"
+                    )
                 if method in per_method:  # named for this method: every filter must fit it
                     chosen = [check(method, f) for f in _listed(per_method[method], "filters", where)]
                 else:  # the grid's filters: methods that take none run without
@@ -117,13 +122,7 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
                             "out": str(out / dataset / variant / _run_name(method, filter_name) / f"seed{seed}"),
                         }  # fmt: skip
                         config = from_dict(values, where=where)
-                        run = Run(dataset, variant, method, config.filter, int(seed), rate, config)
-                        if method == "fcorrection" and open_set(manifest):
-                            raise NoisekitError(
-                                f"{where}: fcorrection on {ref}: the transition matrix is undefined for open-set "
-                                "(Small Cluster) noise; drop the method or the variant"
-                            )
-                        runs.append(run)
+                        runs.append(Run(dataset, variant, method, config.filter, int(seed), rate, config))
     return Grid(runs=runs, out=out, jobs=int(spec_values.get("jobs", 1)))
 
 
