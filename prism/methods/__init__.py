@@ -7,6 +7,8 @@ themselves and take none. Open ``base.py`` first.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from noisekit.errors import NoisekitError
@@ -39,15 +41,15 @@ _SPECS = [
     MethodSpec("softtriple", "proxy", "Qian et al., ICCV 2019", LIB + "SoftTripleLoss", True,
                pml.builder("softtriple"), proxy_lr=lambda lr: 0.1),
     MethodSpec("smooth-proxyanchor", "proxy", "Roig et al., arXiv 2006.05142", "own", False,
-               smooth_proxy_anchor.build, proxy_lr=_times(100.0)),
+               smooth_proxy_anchor.SmoothProxyAnchor, proxy_lr=_times(100.0)),
     MethodSpec("coteaching", "classification", "Han et al., NeurIPS 2018", "own", False,
-               coteaching.build_coteaching, normalized=False),
+               coteaching.CoTeaching, normalized=False),
     MethodSpec("coteaching-plus", "classification", "Yu et al., ICML 2019", "own", False,
-               coteaching.build_coteaching_plus, normalized=False),
+               partial(coteaching.CoTeaching, plus=True), normalized=False),
     MethodSpec("coteaching-t", "classification", "Han et al. 2018 + Zhai and Wu 2019 (temperature 0.05)", "own",
-               False, coteaching.build_coteaching_t, normalized=False),
+               False, partial(coteaching.CoTeaching, temperature=coteaching.TEMPERATURE), normalized=False),
     MethodSpec("fcorrection", "classification", "Patrini et al., CVPR 2017", "own", False,
-               fcorrection.build, normalized=False),
+               fcorrection.ForwardCorrection, normalized=False),
 ]  # fmt: skip
 METHODS: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
 

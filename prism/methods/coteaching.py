@@ -86,15 +86,3 @@ class CoTeaching(Method):
             logits_a, logits_b, labels = logits_a[disagree], logits_b[disagree], labels[disagree]
         loss, _, _ = exchange(logits_a, logits_b, labels, rate)
         return loss
-
-
-def build_coteaching(ctx: Context) -> CoTeaching:
-    return CoTeaching(ctx)
-
-
-def build_coteaching_plus(ctx: Context) -> CoTeaching:
-    return CoTeaching(ctx, plus=True)
-
-
-def build_coteaching_t(ctx: Context) -> CoTeaching:
-    return CoTeaching(ctx, temperature=TEMPERATURE)

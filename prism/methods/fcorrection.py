@@ -60,11 +60,10 @@ class ForwardCorrection(Method):
                 "--method fcorrection: the labels are open-set (Small Cluster) noise, for which no transition "
                 "matrix over the training classes exists; choose another method"
             )
-        self.known = ctx.options["transition"] == "known"
         self.head = Classifier(ctx.embed_dim, ctx.num_classes)
         self.register_buffer("transition", torch.eye(ctx.num_classes))
         self.register_buffer("corrected", torch.tensor(False))
-        if self.known:
+        if ctx.options["transition"] == "known":
             if ctx.noise is None or ctx.noise.get("model") != "symmetric":
                 raise NoisekitError(
                     "--transition known: needs a symmetric-noise variant (its rate gives the matrix); "
@@ -95,7 +94,3 @@ class ForwardCorrection(Method):
         if not bool(self.corrected):
             return F.cross_entropy(logits, labels)
         return corrected_loss(logits, labels, self.transition)
-
-
-def build(ctx: Context) -> ForwardCorrection:
-    return ForwardCorrection(ctx)

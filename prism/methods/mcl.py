@@ -73,6 +73,7 @@ class MemoryContrastiveLoss(Method):
 
 
 def build(ctx: Context) -> MemoryContrastiveLoss:
-    options = ctx.options
-    filtered = options["filter"] not in (None, "none")
-    return MemoryContrastiveLoss(options["memory_weight"], norm=options["mcl_norm"], self_in_bank=not filtered)
+    options = ctx.options  # the authors' plain MCL (no filter) enqueues the batch before its loss
+    return MemoryContrastiveLoss(
+        options["memory_weight"], norm=options["mcl_norm"], self_in_bank=options["filter"] == "none"
+    )

@@ -85,7 +85,3 @@ class SmoothProxyAnchor(Method):
 
     def proxy_parameters(self) -> list[nn.Parameter]:
         return [self.proxies]
-
-
-def build(ctx: Context) -> SmoothProxyAnchor:
-    return SmoothProxyAnchor(ctx)
