@@ -228,21 +228,12 @@ def grid(
 
     options = parse_sets(set_ or [])
     flags = {"datasets": dataset, "variants": variant, "methods": method, "filters": filter, "seeds": seed,
-             "out": out, "jobs": jobs, "filter_rate": _number(filter_rate)}  # fmt: skip
+             "out": out, "jobs": jobs, "filter_rate": filter_rate}  # fmt: skip
     if method == ["all"]:
         flags["methods"] = "all"
     plan = load_grid(grid_file, flags | ({"options": options} if options else {}))
     paper = read_paper_table(paper_table) if paper_table is not None else None
     run_grid(plan, paper=paper, echo=typer.echo)
-
-
-def _number(value: str | None) -> float | str | None:
-    if value is None or value == "variant":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise typer.BadParameter(f"expected variant or a number, got {value!r}", param_hint="--filter-rate") from None
 
 
 @app.command("eval")

@@ -67,6 +67,14 @@ def _listed(value: Any, key: str, where: str) -> list[Any]:
     return values
 
 
+def _number(value: Any, kind: type, key: str, expected: str, where: str) -> Any:
+    """``value`` as ``kind`` (int or float), or a one-line error naming the key and what it expects."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise NoisekitError(f"{where}: {key} must be {expected}, got {value!r}") from None
+
+
 def _manifest(ref: str, where: str) -> Manifest:
     from prism.data import load_manifest
 
@@ -90,6 +98,12 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
     per_method = filters if isinstance(filters, dict) else {"*": filters}  # method -> filters, "*": the others
     options = dict(spec_values.get("options") or {})
     rate_rule = spec_values.get("filter_rate", "variant")
+    if rate_rule != "variant":
+        rate_rule = _number(rate_rule, float, "filter_rate", "variant or a number", where)
+    seeds = [
+        _number(seed, int, "seeds", "integers", where)
+        for seed in _listed(spec_values.get("seeds", [0]), "seeds", where)
+    ]
     runs = []
     for dataset in _listed(spec_values["datasets"], "datasets", where):
         for variant in _listed(spec_values.get("variants", ["clean"]), "variants", where):
@@ -111,19 +125,19 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
                         _listed(per_method.get("*", ["none"]), "filters", where) if spec(method).filters else ["none"]
                     )
                 for filter_name in chosen:
-                    for seed in _listed(spec_values.get("seeds", [0]), "seeds", where):
+                    for seed in seeds:
                         values = {
                             **options,
                             "dataset": ref,
                             "method": method,
                             "filter": filter_name,
-                            "seed": int(seed),
-                            "filter_rate": rate if rate_rule == "variant" else float(rate_rule),
+                            "seed": seed,
+                            "filter_rate": rate if rate_rule == "variant" else rate_rule,
                             "out": str(out / dataset / variant / _run_name(method, filter_name) / f"seed{seed}"),
                         }  # fmt: skip
                         config = from_dict(values, where=where)
-                        runs.append(Run(dataset, variant, method, config.filter, int(seed), rate, config))
-    return Grid(runs=runs, out=out, jobs=int(spec_values.get("jobs", 1)))
+                        runs.append(Run(dataset, variant, method, config.filter, seed, rate, config))
+    return Grid(runs=runs, out=out, jobs=_number(spec_values.get("jobs", 1), int, "jobs", "an integer", where))
 
 
 def status(run: Run) -> str:
