@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,13 +209,34 @@ def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
     return values
 
 
+KIND_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
+
+
+def _typed(name: str, value: Any, hint: Any, where: str) -> Any:
+    """``value`` as its option's type, or a one-line error: None where the option allows it, an integer for an int
+    option, a number for a float option (an integer, or text such as 3e-4, which YAML reads as a string)."""
+    kinds = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in kinds:
+        return None
+    kind = next(k for k in kinds if k is not type(None))
+    if kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise NoisekitError(f"{where}: {name} must be {KIND_NAMES[kind]}, got {value!r}")
+
+
 def from_dict(values: dict[str, Any], *, where: str) -> TrainConfig:
+    """The config of option: value pairs (a YAML file, a preset, a grid's options), each checked against its type."""
     values = canonical(values, where=where)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
         raise NoisekitError(f"{where}: unknown option(s) {', '.join(unknown)}")
-    return TrainConfig(**values)
+    return TrainConfig(**{k: _typed(k, v, hints[k], where) for k, v in values.items()})
 
 
 def read_yaml(path: Path, *, what: str) -> dict[str, Any]:

@@ -81,6 +81,22 @@ def test_unknown_preset_is_one_line(runner) -> None:
         load_config(None, {"sampler": "random"})
 
 
+def test_config_values_are_checked_against_each_option_type(runner, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    for line, needle in [("iterations: x", "iterations must be an integer, got 'x'"),
+                         ("compile: 1", "compile must be true or false, got 1"),
+                         ("lr: fast", "lr must be a number, got 'fast'"),
+                         ("seed: 1.5", "seed must be an integer, got 1.5"),
+                         ("dataset: 5", "dataset must be text, got 5")]:  # fmt: skip
+        config.write_text(f"{line}\n")
+        one_line_error(runner.invoke(app, ["train", "--config", str(config)]), f"{config}: {needle}")
+    # YAML reads 3e-4 (no dot) as text: a float option takes it as the number; None where an option allows it
+    config.write_text("lr: 3e-4\nfilter_rate: 0\nwarmup: null\n")
+    loaded = load_config(config, {})
+    assert (loaded.lr, loaded.filter_rate, loaded.warmup) == (3e-4, 0.0, None)
+    assert isinstance(loaded.filter_rate, float)
+
+
 # --- the authors' sampler --------------------------------------------------------------------------------------
 
 
