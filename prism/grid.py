@@ -60,10 +60,14 @@ class Grid:
     jobs: int
 
 
-def _listed(value: Any, key: str, where: str) -> list[Any]:
+def _listed(value: Any, key: str, where: str, *, text: bool = True) -> list[Any]:
+    """A key's value as a list (one value or several), names unless ``text`` is False; a one-line error otherwise."""
     values = value if isinstance(value, list) else [value]
     if not values:
         raise NoisekitError(f"{where}: {key} is empty")
+    for item in values if text else ():
+        if not isinstance(item, str):
+            raise NoisekitError(f"{where}: {key} must be names, got {item!r}")
     return values
 
 
@@ -91,18 +95,23 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
         raise NoisekitError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(KEYS))}")
     if "datasets" not in spec_values:
         raise NoisekitError(f"{where}: no datasets given")
-    out = Path(spec_values.get("out") or "runs/grid")
+    out = spec_values.get("out") or "runs/grid"
+    if not isinstance(out, str):
+        raise NoisekitError(f"{where}: out must be a folder, got {out!r}")
+    out = Path(out)
     methods = spec_values.get("methods", ["mcl"])
     methods = list(METHODS) if methods == "all" else _listed(methods, "methods", where)
     filters = spec_values.get("filters", ["none", "prism"])
     per_method = filters if isinstance(filters, dict) else {"*": filters}  # method -> filters, "*": the others
-    options = dict(spec_values.get("options") or {})
+    options = spec_values.get("options") or {}
+    if not isinstance(options, dict):
+        raise NoisekitError(f"{where}: options must be a mapping of prism train option: value, got {options!r}")
     rate_rule = spec_values.get("filter_rate", "variant")
     if rate_rule != "variant":
         rate_rule = _number(rate_rule, float, "filter_rate", "variant or a number", where)
     seeds = [
         _number(seed, int, "seeds", "integers", where)
-        for seed in _listed(spec_values.get("seeds", [0]), "seeds", where)
+        for seed in _listed(spec_values.get("seeds", [0]), "seeds", where, text=False)
     ]
     runs = []
     for dataset in _listed(spec_values["datasets"], "datasets", where):

@@ -99,9 +99,15 @@ def test_grids_that_cannot_run_fail_before_any_run(noisy_digits: str, tmp_path: 
         _grid(tmp_path / "g", methods=["arcface"])
     for line, needle in [("filter_rate: abc", "filter_rate must be variant or a number, got 'abc'"),
                          ("jobs: two", "jobs must be an integer, got 'two'"),
-                         ("seeds: [0, x]", "seeds must be integers, got 'x'")]:  # fmt: skip
+                         ("seeds: [0, x]", "seeds must be integers, got 'x'"),
+                         ("variants: [5]", "variants must be names, got 5"),
+                         ("methods: {mcl: 1}", "methods must be names, got {'mcl': 1}"),
+                         ("options: [1]", "options must be a mapping of prism train option: value, got [1]"),
+                         ("options: {iterations: x}", "iterations must be an integer, got 'x'"),
+                         ("out: 5", "out must be a folder, got 5")]:  # fmt: skip
         bad.write_text(f"datasets: [digits]\nvariants: [symmetric-0.5]\nmethods: [mcl]\n{line}\n")
-        result = runner.invoke(app, ["grid", "--grid", str(bad), "--out", str(tmp_path / "g")])
+        flags = [] if line.startswith("out:") else ["--out", str(tmp_path / "g")]  # --out would win over out:
+        result = runner.invoke(app, ["grid", "--grid", str(bad), *flags])
         assert result.exit_code == 2 and result.output == f"error: {bad}: {needle}\n"
     result = runner.invoke(app, ["grid", "--dataset", "digits", "--filter-rate", "half", "--out", str(tmp_path / "g")])
     assert (
