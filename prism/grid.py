@@ -285,7 +285,10 @@ def read_paper_table(path: Path) -> pd.DataFrame:
     """A CSV of published figures: columns method, setting, precision_at_1."""
     if not path.is_file():
         raise NoisekitError(f"--paper-table {path} does not exist")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise NoisekitError(f"--paper-table {path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     missing = {"method", "setting", "precision_at_1"} - set(frame.columns)
     if missing:
         raise NoisekitError(f"--paper-table {path}: missing column(s) {', '.join(sorted(missing))}")

@@ -87,6 +87,14 @@ def test_paper_table_is_shown_marked_as_published(noisy_digits: str, tmp_path: P
     assert result.exit_code == 0, result.output
     text = (tmp_path / "g" / "results.md").read_text()
     assert "| mcl (published) | 46.88 |" in text and "not measured here" in text
+    for name, body in [("empty.csv", b""), ("broken.csv", b'a,b\n1,2,3,4\n"x\n'), ("latin.csv", b"m\xe9thode\n")]:
+        bad = tmp_path / name
+        bad.write_bytes(body)
+        result = runner.invoke(
+            app, ["grid", "--dataset", "digits", "--paper-table", str(bad), "--out", str(tmp_path / "b")]
+        )
+        assert result.exit_code == 2 and result.output.startswith(f"error: --paper-table {bad}: not a readable CSV (")
+        assert result.output.count("\n") == 1 and not (tmp_path / "b").exists()
 
 
 def test_grids_that_cannot_run_fail_before_any_run(noisy_digits: str, tmp_path: Path, runner) -> None:
