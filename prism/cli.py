@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from noisekit.cli import HELP, user_errors
+from noisekit.errors import NoisekitError
 
 app = typer.Typer(
     name="prism",
@@ -128,12 +129,17 @@ def train(
 
     cfg = load_config(config, options, preset=preset)
     if print_config:
-        from prism.config import dump, resolve
+        from prism.config import dump, dump_unresolved, resolve
         from prism.data import prepare
 
-        typer.echo(
-            dump(resolve(cfg, prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed).shape)), nl=False
-        )
+        try:
+            data = prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        except NoisekitError as exc:
+            if "is not built" not in str(exc) and "does not exist" not in str(exc):
+                raise
+            typer.echo(dump_unresolved(cfg, why=str(exc)), nl=False)  # a preset prints before its data exists
+            return
+        typer.echo(dump(resolve(cfg, data.shape)), nl=False)
         return
     summary = run_train(cfg, resume=resume)
     if "stopped_at" in summary:

@@ -44,8 +44,9 @@ class TrainConfig:
     # ours: a sample whose class has no centre yet is kept, with no centre at all the whole batch; authors: classes
     # without a centre count in the softmax with a zero centre and the rank cut applies from the first non-empty bank
     startup: str = "ours"
-    # iterations trained on the batch-only loss (no bank, no selection) first, as the authors' XBM.START_ITERATION
-    bank_start: int = 0
+    # iterations trained on the batch-only loss (no bank, no selection) first, as XBM's START_ITERATION;
+    # None: derived by `resolve` (0 for a pretrained backbone, the end of the warm-up from scratch)
+    bank_start: int | None = None
     # None: derived from the dataset by `resolve` (the README's table); an explicit value always wins
     warmup: int | None = None  # iterations trained on every sample before selection starts
     iterations: int | None = None
@@ -112,7 +113,7 @@ class TrainConfig:
             raise NoisekitError(f"--image-size must be a multiple of 32 for bninception, got {self.image_size}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise NoisekitError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        if self.bank_start < 0:
+        if self.bank_start is not None and self.bank_start < 0:
             raise NoisekitError(f"--bank-start must be >= 0, got {self.bank_start}")
         if self.proxy_lr is not None and self.proxy_lr <= 0:
             raise NoisekitError(f"--proxy-lr must be > 0, got {self.proxy_lr}")
@@ -161,6 +162,12 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
       images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10.
     - warm-up (PRISM off, every sample trains): 0 for a pretrained backbone, whose first similarity ranking is
       already meaningful; SCRATCH_WARMUP of the iterations for a randomly initialised one, whose first ranking is not.
+    - bank start (batch-only loss, no bank, no selection before it; XBM's START_ITERATION): 0 for a pretrained
+      backbone (the PRISM authors' setting, BN-Inception from ImageNet); from scratch the end of the warm-up. XBM
+      starts its memory once features "drift slowly" (research-xbm: 1,000 in its sample config, 2,000 in
+      defaults.py); a bank filled from iteration 0 by a network that still moves fast dominates MCL's loss with
+      stale pairs. PRISM ranks against the bank, so selection starts at max(warm-up, bank start): with both derived
+      they coincide. Chosen on the validation split (bench/README.md, "MCL's bank start").
     """
     from prism.methods import spec
 
@@ -175,6 +182,7 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         low, high = SCRATCH_ITERATIONS
         epochs = math.ceil(SCRATCH_EPOCHS * shape.images / (p * k))
         iterations = min(max(epochs, low), high) if scratch else PRETRAINED_ITERATIONS
+    warmup = config.warmup if config.warmup is not None else round(SCRATCH_WARMUP * iterations) * scratch
     return config.replace(
         arch=arch,
         image_size=config.image_size or (min(shape.side, SMALL_SIZE) if arch == "small_cnn" else 224),
@@ -182,7 +190,8 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         samples_per_class=k,
         iterations=iterations,
         eval_every=config.eval_every or max(1, iterations // 10),
-        warmup=config.warmup if config.warmup is not None else round(SCRATCH_WARMUP * iterations) * scratch,
+        warmup=warmup,
+        bank_start=config.bank_start if config.bank_start is not None else warmup * scratch,
         proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(config.lr),
     )
 
@@ -286,6 +295,28 @@ def load_config(path: Path | None, overrides: dict[str, Any], *, preset: str | N
 def dump(config: TrainConfig) -> str:
     """The config as YAML (what config.yaml holds and --config reads)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=True)
+
+
+def dump_unresolved(config: TrainConfig, *, why: str) -> str:
+    """The config as YAML before the data is there: each option the data would derive is ``null`` with a comment
+    naming the rule that fills it (``resolve``), and a leading comment says why it is not resolved."""
+    derived = {
+        "arch": "small_cnn for images of at most 128 px, else resnet50",
+        "image_size": "28 px at most for small_cnn, else 224",
+        "classes_per_batch": "min(16, training classes)",
+        "samples_per_class": "max(4, 64 // classes per batch)",
+        "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
+        "eval_every": "iterations // 10",
+        "warmup": "0 pretrained; from scratch 0.375 of the iterations",
+        "bank_start": "0 pretrained; from scratch the end of the warm-up",
+        "proxy_lr": "the method's rate from --lr (prism methods)",
+    }
+    lines = [f"# not resolved: {why.splitlines()[0]}"]
+    for line in dump(config).splitlines():
+        key, _, value = line.partition(":")
+        unset = value.strip() == "null" or (key == "arch" and value.strip() == "auto")
+        lines.append(f"{line}  # derived from the data: {derived[key]}" if unset and key in derived else line)
+    return "\n".join(lines) + "\n"
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,12 +14,15 @@ from torch.utils.data import DataLoader, Subset
 
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path, write_json
-from prism.checkpoint import NoiseTracker, RunState, load_checkpoint
+from prism.checkpoint import RunState, load_checkpoint
 from prism.config import TrainConfig, resolve
 from prism.data import Images, TrainingData, eval_transform, prepare
 from prism.dist import DistContext
 from prism.evaluate import embed_loader, retrieval_metrics
 from prism.models import build_model
+
+if TYPE_CHECKING:  # train.py imports this module
+    from prism.train import Parts
 
 SELECTION_METRIC = "mean_average_precision_at_r"
 SINGLE = DistContext()  # one process
@@ -102,12 +105,12 @@ def finish(
     config: TrainConfig,
     data: TrainingData,
     state: RunState,
-    model: torch.nn.Module,
-    tracker: NoiseTracker,
+    parts: Parts,
     ctx: DistContext,
     out: Path,
     seconds: float,
 ) -> dict[str, Any]:
+    model, tracker, method = parts.core, parts.tracker, parts.method
     best = load_checkpoint(out / "checkpoint.pt")
     model.load_state_dict(best["model"])
     test = evaluate_split(model, data, "test", config, ctx.device, ctx)
@@ -154,6 +157,8 @@ def finish(
         "processes": ctx.world_size,
         "backend": torch.distributed.get_backend() if ctx.distributed else None,
     }
+    if method.report_key is not None:
+        summary[method.report_key] = method.report(data.train.labels, data.train.clean)
     if not ctx.is_main:
         return summary
     with atomic_path(out / "noise_report.parquet") as tmp:

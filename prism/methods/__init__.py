@@ -41,7 +41,7 @@ _SPECS = [
     MethodSpec("softtriple", "proxy", "Qian et al., ICCV 2019", LIB + "SoftTripleLoss", True,
                pml.builder("softtriple"), proxy_lr=lambda lr: 0.1),
     MethodSpec("smooth-proxyanchor", "proxy", "Roig et al., arXiv 2006.05142", "own", False,
-               smooth_proxy_anchor.SmoothProxyAnchor, proxy_lr=_times(100.0)),
+               smooth_proxy_anchor.SmoothProxyAnchor, proxy_lr=_times(100.0), normalized=False),
     MethodSpec("coteaching", "classification", "Han et al., NeurIPS 2018", "own", False,
                coteaching.CoTeaching, normalized=False),
     MethodSpec("coteaching-plus", "classification", "Yu et al., ICML 2019", "own", False,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,6 +82,7 @@ class Method(nn.Module, abc.ABC):
     ``second`` when they train a second network (its output is concatenated to the first's, column-wise)."""
 
     uses_bank = False
+    report_key: str | None = None  # the key of ``report()`` in summary.json (None: the method reports nothing)
 
     @property
     def partner(self) -> nn.Module | None:
@@ -101,6 +103,15 @@ class Method(nn.Module, abc.ABC):
     def stage(self, iteration: int, features: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Called before every step; ``features()`` embeds the training split (raw features, labels) with the
         current network. Two-stage methods switch stage here."""
+
+    def observe(self, noisy: torch.Tensor) -> None:
+        """Called after every step's loss with the batch's noise flags (1 noisy, 0 clean, -1 unknown), for methods
+        that count what their weighting did (Smooth Proxy-Anchor)."""
+
+    def report(self, labels: np.ndarray, clean: np.ndarray) -> dict[str, Any]:
+        """What the method records in ``summary.json`` under ``report_key``, given the training split's labels and
+        clean labels (-1 unknown)."""
+        return {}
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters outside the networks (classifiers, proxies): they see the gathered global batch."""
