@@ -136,7 +136,8 @@ def finish(
             "last_p_clean": tracker.last_p.cpu().numpy(),
         }
     )
-    started = max(config.warmup, config.bank_start)  # neither the warm-up nor the batch-only start selects
+    # the warm-up never selects; with the authors' start-up the batch-only start does not either
+    started = config.warmup if config.startup == "ours" else max(config.warmup, config.bank_start)
     summary = {
         "dataset": config.dataset,
         "method": config.method,

@@ -224,9 +224,12 @@ def train_step(
     # every rank sees the whole global batch; only its own share of the embeddings carries a gradient
     emb = ctx.gather_with_grad(local.float())
     labels, rows = ctx.gather(labels), ctx.gather(rows)
-    banked = it >= config.bank_start  # before it: the batch-only loss, no bank, no selection (XBM.START_ITERATION)
+    # before --bank-start the loss is batch-only (XBM's START_ITERATION). The filter's bank fills from the first step
+    # (--startup ours) or, as in the authors' code, from the bank start too (--startup authors)
+    banked = it >= config.bank_start
     selector, bank = parts.selector, parts.bank
-    if selector is not None and banked and it >= config.warmup:
+    filling = banked or (selector is not None and config.startup == "ours")
+    if selector is not None and filling and it >= config.warmup:
         selection = selector(emb, labels, bank)
         keep, p, threshold = selection.keep, selection.p, selection.threshold
     else:
@@ -242,7 +245,7 @@ def train_step(
             param.grad /= ctx.world_size
     parts.optimizer.step()
     parts.scheduler.step()
-    if banked and (selector is not None or parts.method.uses_bank):
+    if filling and (selector is not None or parts.method.uses_bank):
         bank.enqueue(emb.detach(), labels, keep)
         # the authors' loss builds no centres before its warm-up ends (NOISE.WARM_UP); ours starts from those built
         if selector is not None and (it >= config.warmup or config.startup == "ours"):

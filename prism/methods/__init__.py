@@ -19,6 +19,13 @@ __all__ = ["FILTERS", "METHODS", "Context", "Method", "MethodSpec", "build_metho
 
 FILTERS = ("none", "prism", "batch-positive", "memory-positive")
 LIB = "pytorch_metric_learning.losses."
+# Rates of a proxy loss's own parameters. The PRISM authors train the proxies of every baseline they run through
+# pytorch-metric-learning (ret_benchmark/losses/noXBM_loss.py: N.Softmax, ProxyNCA, SoftTriple) with a separate Adam
+# at SOLVER.CENTER_LR 0.1 (ret_benchmark/losses/build.py returns it as optimizer_center, tools/train_net.py steps
+# it), without weight decay; Proxy-Anchor's own code
+# (tjddus9597/Proxy-Anchor-CVPR2020 train.py) trains its proxies at 100x the backbone's rate, which Smooth
+# Proxy-Anchor, built on it, keeps.
+CENTER_LR = 0.1
 
 
 def _times(factor: float):
@@ -26,20 +33,21 @@ def _times(factor: float):
 
 
 _SPECS = [
-    MethodSpec("mcl", "pair", "Wang et al., CVPR 2020 (XBM)", "own (equals ContrastiveLoss, tested)", True, mcl.build),
+    MethodSpec("mcl", "pair", "Wang et al., CVPR 2020 (XBM)", "own (ContrastiveLoss with SumReducer, tested)", True,
+               mcl.build),
     MethodSpec("contrastive", "pair", "Hadsell et al., CVPR 2006", LIB + "ContrastiveLoss", True,
                pml.builder("contrastive")),
     MethodSpec("ms", "pair", "Wang et al., CVPR 2019", LIB + "MultiSimilarityLoss", True, pml.builder("ms")),
     MethodSpec("circle", "pair", "Sun et al., CVPR 2020", LIB + "CircleLoss", True, pml.builder("circle")),
     MethodSpec("fastap", "pair", "Cakir et al., CVPR 2019", LIB + "FastAPLoss", True, pml.builder("fastap")),
     MethodSpec("nsoftmax", "proxy", "Zhai and Wu, BMVC 2019", LIB + "NormalizedSoftmaxLoss", True,
-               pml.builder("nsoftmax"), proxy_lr=_times(1.0)),
+               pml.builder("nsoftmax"), proxy_lr=lambda lr: CENTER_LR),
     MethodSpec("proxynca", "proxy", "Movshovitz-Attias et al., ICCV 2017", LIB + "ProxyNCALoss", True,
-               pml.builder("proxynca"), proxy_lr=_times(100.0)),
+               pml.builder("proxynca"), proxy_lr=lambda lr: CENTER_LR),
     MethodSpec("proxyanchor", "proxy", "Kim et al., CVPR 2020", LIB + "ProxyAnchorLoss", True,
                pml.builder("proxyanchor"), proxy_lr=_times(100.0)),
     MethodSpec("softtriple", "proxy", "Qian et al., ICCV 2019", LIB + "SoftTripleLoss", True,
-               pml.builder("softtriple"), proxy_lr=lambda lr: 0.1),
+               pml.builder("softtriple"), proxy_lr=lambda lr: CENTER_LR),
     MethodSpec("smooth-proxyanchor", "proxy", "Roig et al., arXiv 2006.05142", "own", False,
                smooth_proxy_anchor.SmoothProxyAnchor, proxy_lr=_times(100.0), normalized=False),
     MethodSpec("coteaching", "classification", "Han et al., NeurIPS 2018", "own", False,

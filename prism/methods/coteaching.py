@@ -8,8 +8,20 @@ on A's. R(t) = tau * min(t / T_k, 1) (the original code's linear ramp over its f
 tau = the forget rate (``--filter-rate``: the papers set it to the noise rate). Co-teaching+ first trains as
 Co-teaching for the first tenth of the run (the authors' CIFAR-10 ``init_epoch``: 20 of 200 epochs), then only on
 the samples whose two predictions disagree, each network keeping the (1 - R(t)) share of those with the smallest
-loss; with no disagreement the step trains nothing (the authors' ``loss_coteaching_plus``, xingruiyu/coteaching_plus
-loss.py; they also apply softmax twice and divide the mean loss by the count again, which is not copied).
+loss. With no disagreement in a batch the step trains nothing. The authors' ``loss_coteaching_plus``
+(xingruiyu/coteaching_plus loss.py, the ``else`` branch and ``_update_step = np.logical_or(logical_disagree_id,
+step < 5000)``) trains the whole batch with plain cross-entropy in that case while the global step is below 5,000,
+and nothing after; their main.py calls it only from ``init_epoch`` on, which on CIFAR-10 (20 epochs x 391 batches =
+7,820 steps) is already past 5,000, so in their CIFAR-10 run too an agreeing batch takes a zero step. Scaled to a
+share of the run (5,000 of 78,200 steps = 6.4%), the window lies inside our Co-teaching phase (the first 10%), so
+the whole-batch branch never fires here either. They also apply softmax twice and divide the mean loss by the count
+again, which is not copied.
+
+Optimiser (a stated deviation): the originals train with Adam at 1e-3, no weight decay, batches of 128, the
+learning rate decayed linearly and Adam's beta1 moved from 0.9 to 0.1 over the last epochs (Co-teaching's main.py
+``adjust_learning_rate``). Here every method trains under the one shared protocol (Adam at ``--lr``, weight decay
+``--weight-decay``, cosine annealing, P x K batches), so the comparison varies the loss alone; pass
+``--lr 1e-3 --weight-decay 0`` for their rate and decay.
 Network A is the one evaluated and saved as the model.
 """
 

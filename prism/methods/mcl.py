@@ -1,7 +1,10 @@
 """``mcl``: the memory contrastive loss (Wang et al., XBM, CVPR 2020), the loss PRISM is built on. Written here in
-masked form so that a filter's keep-mask applies without a host synchronisation; without a mask it equals
-pytorch-metric-learning's ContrastiveLoss (cosine, pos_margin 1, neg_margin 0.5, summed) over batch pairs plus
-batch-to-bank pairs (tested)."""
+masked form so that a filter's keep-mask applies without a host synchronisation; without a mask its batch and bank
+sums equal pytorch-metric-learning's ContrastiveLoss (cosine, pos_margin 1, neg_margin 0.5) with a SumReducer over
+batch pairs and over batch-to-bank pairs (tested). The ``contrastive`` method of the comparison is the library's
+ContrastiveLoss with its default AvgNonZeroReducer (the mean over pairs with a non-zero loss), not this sum: the
+XBM and PRISM authors' contrastive loss is the pair sum divided by the batch size (research-xbm
+ret_benchmark/losses/contrastive_loss.py), which ``mcl`` without a bank is."""
 
 from __future__ import annotations
 

@@ -48,8 +48,8 @@ def library_loss(name: str, ctx: Context) -> nn.Module:
         return losses.FastAPLoss(num_bins=10)
     if name == "nsoftmax":  # Zhai and Wu 2019: temperature 0.05
         return losses.NormalizedSoftmaxLoss(c, d, temperature=0.05)
-    if name == "proxynca":  # Movshovitz-Attias et al. 2017
-        return losses.ProxyNCALoss(c, d)
+    if name == "proxynca":  # Movshovitz-Attias et al. 2017; softmax scale 3 as the PRISM authors (noXBM_loss.py)
+        return losses.ProxyNCALoss(c, d, softmax_scale=3)
     if name == "proxyanchor":  # Kim et al. 2020: margin 0.1, alpha 32
         return losses.ProxyAnchorLoss(c, d, margin=0.1, alpha=32)
     if name == "softtriple":  # Qian et al. 2019: 10 centres per class (2 from 500 classes on), la 20, gamma 0.1

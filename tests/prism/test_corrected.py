@@ -17,18 +17,34 @@ from prism.methods.base import Context
 from prism.methods.fcorrection import estimate_transition, symmetric_transition, true_diagonal
 
 
-def test_bank_start_is_the_end_of_the_warmup_from_scratch_and_zero_pretrained() -> None:
+def test_bank_start_is_never_from_scratch_and_zero_pretrained() -> None:
     shape = DataShape(side=105, classes=700, images=14000)
     scratch = resolve(TrainConfig(dataset="omniglot"), shape)
     assert scratch.arch == "small_cnn" and scratch.warmup > 0
-    assert scratch.bank_start == scratch.warmup == round(0.375 * scratch.iterations)
+    assert scratch.bank_start == scratch.iterations and scratch.warmup == round(0.375 * scratch.iterations)
     pretrained = resolve(TrainConfig(dataset="cub"), DataShape(side=500, classes=100, images=5000))
     assert (pretrained.arch, pretrained.weights, pretrained.bank_start, pretrained.warmup) == (
         "resnet50", "imagenet", 0, 0
     )  # fmt: skip
     random_resnet = resolve(TrainConfig(dataset="cub", weights="random"), DataShape(500, 100, 5000))
-    assert random_resnet.bank_start == random_resnet.warmup > 0
+    assert random_resnet.bank_start == random_resnet.iterations
     assert resolve(TrainConfig(dataset="omniglot", bank_start=5), shape).bank_start == 5  # explicit wins
+
+
+def test_prism_selects_from_the_warmup_while_mcl_trains_without_its_bank_term(noisy_digits: str, tmp_path) -> None:
+    """From scratch MCL's bank term is off (bank start = iterations), but PRISM's bank fills from step 0 and it
+    selects from the end of the warm-up (--startup ours)."""
+    from prism.train import train
+
+    config = TrainConfig(
+        dataset=noisy_digits, iterations=12, warmup=4, classes_per_batch=5, samples_per_class=4, eval_every=12,
+        out=str(tmp_path / "run"), trace=True, workers=0,
+    )  # fmt: skip
+    summary = train(config, progress=False)
+    assert summary["selection_started"] == 4
+    steps = torch.load(tmp_path / "run" / "trace.pt")["steps"]
+    assert all(bool(s["keep"].all()) for s in steps[:4]) and not all(bool(s["keep"].all()) for s in steps[4:])
+    assert int((steps[3]["bank_labels"] >= 0).sum()) == 4 * 20  # filled during the warm-up
 
 
 def _ideal_classifier(classes: int, per_class: int, rate: float, sigma: float = 1.0, seed: int = 0):

@@ -289,7 +289,8 @@ def test_bninception_image_size_must_be_a_multiple_of_32() -> None:
 
 def test_authors_startup_builds_no_centres_during_the_warmup(noisy_digits: str, tmp_path: Path) -> None:
     config = load_config(None, dict(dataset=noisy_digits, classes_per_batch=5, samples_per_class=4, iterations=6,
-                                    warmup=3, startup="authors", trace=True, out=str(tmp_path / "run")))  # fmt: skip
+                                    warmup=3, startup="authors", bank_start=0, trace=True,
+                                    out=str(tmp_path / "run")))  # fmt: skip
     train(config, progress=False)
     steps = torch.load(tmp_path / "run" / "trace.pt", weights_only=True)["steps"]
     assert all(not s["centres"].any() for s in steps[:3])  # NOISE.WARM_UP: the authors' loss touches no centre
