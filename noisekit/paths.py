@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from noisekit.errors import NoisekitError
+from noisekit.errors import NoisekitError, NotBuilt
 
 CLEAN = "clean"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -42,15 +42,15 @@ def resolve_manifest(ref: str) -> Path:
     if ref.endswith(".parquet"):
         path = Path(ref).expanduser()
         if not path.is_file():
-            raise NoisekitError(f"manifest {path} does not exist")
+            raise NotBuilt(f"manifest {path} does not exist")
         return path
     dataset, variant = split_ref(ref)
     path = manifest_path(dataset, variant)
     if not path.is_file():
         if not path.parent.is_dir():
-            raise NoisekitError(
+            raise NotBuilt(
                 f"dataset {dataset!r} is not built (no {path.parent}); run `noisekit build {dataset}` first"
             )
         have = sorted(p.stem for p in path.parent.glob("*.parquet"))
-        raise NoisekitError(f"variant {variant!r} of {dataset!r} does not exist (have: {', '.join(have)})")
+        raise NotBuilt(f"variant {variant!r} of {dataset!r} does not exist (have: {', '.join(have)})")
     return path

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from noisekit.cli import HELP, user_errors
-from noisekit.errors import NoisekitError
+from noisekit.errors import NotBuilt
 
 app = typer.Typer(
     name="prism",
@@ -134,9 +134,7 @@ def train(
 
         try:
             data = prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        except NoisekitError as exc:
-            if "is not built" not in str(exc) and "does not exist" not in str(exc):
-                raise
+        except NotBuilt as exc:
             typer.echo(dump_unresolved(cfg, why=str(exc)), nl=False)  # a preset prints before its data exists
             return
         typer.echo(dump(resolve(cfg, data.shape)), nl=False)

@@ -235,7 +235,8 @@ def train_step(
     else:
         keep, p, threshold = torch.ones_like(labels, dtype=torch.bool), None, torch.tensor(float("nan"))
     loss = parts.method(emb, labels, keep, bank if parts.method.uses_bank and banked else None, it)
-    parts.method.observe(noisy_all[rows])
+    noisy = noisy_all[rows]
+    parts.method.observe(noisy)
     parts.optimizer.zero_grad(set_to_none=True)
     # DDP averages the networks' gradients over ranks, hence the factor; the method's own parameters (proxies,
     # classifiers) live outside DDP and see the full global-batch gradient on every rank, hence the division
@@ -259,7 +260,7 @@ def train_step(
             "bank_labels": bank.labels.cpu().clone(),
             "centres": selector.centres.cpu().clone() if selector is not None else torch.empty(0),
         }
-    noisy, flagged = noisy_all[rows], ~keep
+    flagged = ~keep
     stats = torch.stack(
         [
             loss.detach().float(),
@@ -365,6 +366,4 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         torch.distributed.barrier()  # rank 0's checkpoints are on disk before anyone reads them
     if state.iteration < config.iterations:
         return {"stopped_at": state.iteration, "out": str(out)}
-    return finish(
-        config, data, state, parts, ctx, out, time.perf_counter() - start_time
-    )
+    return finish(config, data, state, parts, ctx, out, time.perf_counter() - start_time)

@@ -63,7 +63,7 @@ def test_fcorrection_estimate_is_right_with_many_small_classes() -> None:
     # the authors' global 97th-percentile cut removes every image of a 1%-class: its anchor is another class's
     authors = estimate_transition(probs, 97.0, within_class=False).diagonal().mean().item()
     assert authors < 0.1
-    few, transition10 = _ideal_classifier(10, 200, 0.5)  # where the authors' cut was designed (CIFAR-10)
+    few, _ = _ideal_classifier(10, 200, 0.5)  # where the authors' cut was designed (CIFAR-10)
     assert abs(estimate_transition(few).diagonal().mean().item() - 0.5) < 0.1
     assert abs(estimate_transition(few, 97.0, within_class=False).diagonal().mean().item() - 0.5) < 0.1
 
@@ -138,3 +138,20 @@ def test_print_config_of_every_preset_needs_no_data(tmp_path: Path) -> None:
         values = yaml.safe_load(out.stdout)
         assert values["method"] == "mcl" and values["arch"] in ("bninception", "resnet50") and values["iterations"] > 0
         assert "derived from the data" in out.stdout or all(v is not None for v in values.values())
+
+
+def test_print_config_prints_unresolved_only_for_missing_data(tmp_path: Path) -> None:
+    """A dataset that is there but unreadable is an error, not an unresolved print (only NotBuilt is)."""
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    env = {"NOISEKIT_HOME": str(tmp_path / "home"), "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "prism", "train", "--dataset", str(broken), "--print-config"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "prism", "train", "--dataset", str(tmp_path / "none.parquet"), "--print-config"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 0 and missing.stdout.startswith("# not resolved: manifest ")
