@@ -14,6 +14,10 @@ from noisekit.errors import NoisekitError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what exists with other content (refused without it)")
+]
+
 app = typer.Typer(
     name="noisekit",
     help="Build noisy-label deep metric learning benchmarks, add label noise, publish them.\n\n"
@@ -52,6 +56,7 @@ def build(
     full: Annotated[
         bool, typer.Option(help="omniglot: the full background/evaluation sets, not the shipped small subsets")
     ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build DATASET's clean manifest (standard DML split) into the data home.
 
@@ -63,7 +68,7 @@ def build(
 
     start = time.perf_counter()
     options = BuildOptions(root, download, strict, food101_root, crawl, cars_root, mirror, full)
-    path, result = run_build(dataset, options)
+    path, result = run_build(dataset, options, overwrite=overwrite)
     if result.missing:
         shown = ", ".join(result.missing[:3])
         typer.echo(f"warning: {len(result.missing)} listed image(s) absent and left out (first: {shown})", err=True)
@@ -118,6 +123,13 @@ SeedOpt = Annotated[
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant name (default MODEL-RATE)")]
 
 
+def _variant(value: str | None) -> str | None:
+    """Refuse a reserved or unsafe --variant before any work is done."""
+    from noisekit.paths import check_variant
+
+    return None if value is None else check_variant(value)
+
+
 def _report_variant(path: Path, report: dict, start: float) -> None:
     typer.echo(
         f"{report['dataset']}/{report['variant']}: requested {report['requested_rate']}, realised "
@@ -128,7 +140,9 @@ def _report_variant(path: Path, report: dict, start: float) -> None:
 
 @make_app.command("symmetric")
 @user_errors
-def make_symmetric(dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, variant: VariantOpt = None) -> None:
+def make_symmetric(
+    dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, variant: VariantOpt = None, overwrite: OverwriteOpt = False
+) -> None:
     """Move round(R * N) training images (floor or ceil of R * n_c per class) to uniformly drawn other classes.
 
     Example: noisekit make symmetric --dataset cars --rate 0.2 --seed 0
@@ -137,7 +151,8 @@ def make_symmetric(dataset: DatasetOpt, rate: RateOpt, seed: SeedOpt = 0, varian
     from noisekit.noise.symmetric import symmetric
 
     start = time.perf_counter()
-    path, report = save_variant(symmetric(load_clean(dataset), rate=rate, seed=seed, variant=variant))
+    noisy = symmetric(load_clean(dataset), rate=rate, seed=seed, variant=_variant(variant))
+    path, report = save_variant(noisy, overwrite=overwrite)
     _report_variant(path, report, start)
 
 
@@ -153,16 +168,20 @@ def make_small_cluster(
     workers: Annotated[int, typer.Option(min=0, help=HELP["--workers"])] = 2,
     image_size: Annotated[int, typer.Option(min=32, help=HELP["--image-size"])] = 224,
     variant: VariantOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes.
 
     Example: noisekit make small-cluster --dataset cub --rate 0.5 --device cuda
     """
+    from noisekit.device import check_device
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.features import FeatureOptions, train_features
     from noisekit.noise.small_cluster import plan, small_cluster
 
     start = time.perf_counter()
+    variant = _variant(variant)
+    check_device(device)
     clean = load_clean(dataset)
     the_plan = plan(clean, rate=rate, seed=seed)  # refuses impossible rates before computing features
     options = FeatureOptions(weights, image_size, batch_size, workers, device)
@@ -171,7 +190,7 @@ def make_small_cluster(
     noisy, figures = small_cluster(
         clean, features, rate=rate, seed=seed, the_plan=the_plan, variant=variant, provenance=provenance
     )
-    path, report = save_variant(noisy, figures)
+    path, report = save_variant(noisy, figures, overwrite=overwrite)
     _report_variant(path, report, start)
     typer.echo(
         f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
@@ -199,6 +218,7 @@ def import_lists(
             "labels, learned from --cleaned or by vote: Small Cluster lists)",
         ),
     ] = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Import the PRISM authors' noisy label list as a variant (training split = the list's rows).
 
@@ -209,6 +229,7 @@ def import_lists(
     from noisekit.noise.official_lists import report_extra
 
     start = time.perf_counter()
+    _variant(variant)
     manifest = run_import(
         load_clean(dataset),
         list_path=list_,
@@ -233,7 +254,7 @@ def import_lists(
             f"{list_.name}: skipped {noise['unmapped']:,} unmapped row(s); left out {noise['dropped_train_rows']:,} "
             f"training image(s) the list does not name"
         )
-    path, report = save_variant(manifest, report_extra(manifest))
+    path, report = save_variant(manifest, report_extra(manifest), overwrite=overwrite)
     _report_variant(path, report, start)
 
 

@@ -154,6 +154,7 @@ def validate(manifest: Manifest, *, where: str = "manifest") -> None:
         _fail(where, f"missing column(s) {', '.join(missing)}")
     if not meta.class_names:
         _fail(where, "metadata has no class names")
+    _check_types(df, where)
 
     dup = df["image_id"].duplicated(keep=False)
     if dup.any():
@@ -194,6 +195,49 @@ def validate(manifest: Manifest, *, where: str = "manifest") -> None:
             _fail(where, f"row {i}: is_noisy={flag[np.flatnonzero(wrong)[0]]} disagrees with its labels")
 
 
+def _check_types(df: pd.DataFrame, where: str) -> None:
+    """The schema's dtypes: integer labels, string ids, paths and splits, a boolean (or missing) is_noisy."""
+    for column in ("clean_label", "label"):
+        if not pd.api.types.is_integer_dtype(df[column]):
+            _fail(where, f"column {column} must hold integers, got dtype {df[column].dtype}")
+    for column in ("image_id", "path", "split"):
+        bad = ~df[column].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            _fail(where, f"row {i}: {column} {df[column].iloc[i]!r} is not a string")
+    flags = df["is_noisy"]
+    if not pd.api.types.is_bool_dtype(flags):
+        _fail(where, f"column is_noisy must hold booleans (or nulls), got dtype {flags.dtype}")
+
+
+def check_inside(manifest: Manifest, *, where: str = "manifest") -> None:
+    """Every row's file, after resolving symbolic links, lies inside the root its path names.
+
+    :func:`validate` already refuses absolute paths and ``..``; this catches a link inside the root that points out
+    of it. Directories are resolved once each (one ``lstat`` per file on top), so a 120k-image manifest costs well
+    under a second.
+    """
+    real_roots: dict[str, str] = {}
+    real_dirs: dict[str, str] = {}
+    for i, rel in enumerate(manifest.frame["path"]):
+        head, _, rest = rel.partition("/")
+        base = manifest.meta.roots[head] if head in manifest.meta.roots and rest else manifest.meta.root
+        real_base = real_roots.setdefault(base, os.path.realpath(base))
+        target = str(manifest.resolve(rel))
+        parent = os.path.dirname(target)
+        if parent not in real_dirs:
+            real_dirs[parent] = os.path.realpath(parent)
+        real = os.path.join(real_dirs[parent], os.path.basename(target))
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if real != real_base and not real.startswith(real_base.rstrip(os.sep) + os.sep):
+            _fail(
+                where,
+                f"row {i}: path {rel!r} leads outside the dataset root {base} (to {real}); link the root folder "
+                "itself, not what is inside it",
+            )
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
@@ -220,9 +264,39 @@ def to_table(manifest: Manifest) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: manifest.meta.to_json().encode()})
 
 
-def write_manifest(manifest: Manifest, path: Path) -> Path:
-    """Validate, then write atomically: either the whole manifest is there or the old file is untouched."""
+def same_content(a: Manifest, b: Manifest) -> bool:
+    """The same rows, labels and metadata; only the version of the tool that wrote them may differ."""
+    meta_a, meta_b = (dataclasses.replace(m.meta, tool_version="") for m in (a, b))
+    return meta_a == meta_b and to_table(a).equals(to_table(b), check_metadata=False)
+
+
+def _describe(manifest: Manifest) -> str:
+    noise = manifest.meta.noise or {}
+    said = [
+        f"{k} {noise[key]}"
+        for k, key in (("model", "model"), ("rate", "requested_rate"), ("seed", "seed"))
+        if key in noise
+    ]
+    return f" ({', '.join(said)})" if said else ""
+
+
+def write_manifest(manifest: Manifest, path: Path, *, overwrite: bool = True) -> Path:
+    """Validate, then write atomically: either the whole manifest is there or the old file is untouched.
+
+    With ``overwrite=False`` an existing manifest is replaced only by the same content (then nothing changes): a
+    variant may already be published or trained on, so other content needs the user's ``--overwrite``.
+    """
     validate(manifest, where=str(path))
+    if not overwrite and path.is_file():
+        try:
+            old: Manifest | None = read_manifest(path, check_links=False)
+        except NoisekitError:
+            old = None
+        if old is None or not same_content(old, manifest):
+            was = "an unreadable manifest" if old is None else f"other content{_describe(old)}"
+            raise NoisekitError(
+                f"{path} exists with {was}; pass --overwrite to replace it (or write a new variant with --variant)"
+            )
     with atomic_path(path) as tmp:
         pq.write_table(to_table(manifest), tmp, compression="zstd")
     write_json(
@@ -240,7 +314,22 @@ def read_parquet(path: Path, *, what: str) -> pa.Table:
         raise NoisekitError(f"{path}: not a readable Parquet {what} ({exc})") from None
 
 
-def read_manifest(path: Path | str) -> Manifest:
+def _meta(raw: bytes, path: Path) -> ManifestMeta:
+    try:
+        meta = ManifestMeta.from_json(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise NoisekitError(
+            f"{path}: its noisekit metadata is not a manifest's (missing or malformed {exc}); a published shard is "
+            "read through its folder: DIR/CONFIG"
+        ) from None
+    if not isinstance(meta.root, str) or not all(isinstance(v, str) for v in meta.roots.values()):
+        raise NoisekitError(f"{path}: its metadata's root and roots must be folder names")
+    return meta
+
+
+def read_manifest(path: Path | str, *, check_links: bool = True) -> Manifest:
+    """Read and check a manifest: the whole contract of :func:`validate`, and (``check_links``) that no row's file
+    leads outside its root through a symbolic link. Nothing read is trusted; the error names the file and row."""
     path = Path(path)
     if not path.is_file():
         raise NoisekitError(f"manifest {path} does not exist")
@@ -248,6 +337,17 @@ def read_manifest(path: Path | str) -> Manifest:
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise NoisekitError(f"{path}: Parquet file has no noisekit metadata; is it a noisekit manifest?")
+    meta = _meta(raw, path)
+    for expected in SCHEMA:
+        if expected.name not in table.schema.names:
+            raise NoisekitError(f"{path}: missing column {expected.name} (a manifest has {', '.join(COLUMNS)})")
+        actual = table.schema.field(expected.name).type
+        if not actual.equals(expected.type):
+            raise NoisekitError(f"{path}: column {expected.name} has type {actual}, expected {expected.type}")
     frame = table.replace_schema_metadata(None).to_pandas()
     frame["is_noisy"] = frame["is_noisy"].astype("boolean")
-    return Manifest(frame, ManifestMeta.from_json(raw.decode()))
+    manifest = Manifest(frame, meta)
+    validate(manifest, where=str(path))
+    if check_links:
+        check_inside(manifest, where=str(path))
+    return manifest

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class RunState:
     best_iteration: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
     steps: list[dict[str, float]] = field(default_factory=list)  # one row per log step
+    seconds_before: float = 0.0  # training seconds of the sessions before this one (a resumed run)
+    started: float = field(default_factory=time.perf_counter)  # when this session's loop began
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, every session together."""
+        return self.seconds_before + time.perf_counter() - self.started
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> RunState:
@@ -62,6 +69,7 @@ class RunState:
             payload["best_iteration"],
             json.loads(payload["history"]),
             json.loads(payload["steps"]),
+            float(payload.get("seconds", 0.0)),  # checkpoints before this field: the sessions' time is lost
         )
 
 
@@ -75,6 +83,7 @@ def checkpoint_payload(
         "best_iteration": state.best_iteration,
         "history": json.dumps(state.history),
         "steps": json.dumps(state.steps),
+        "seconds": state.elapsed(),
         "model": model.state_dict(),
         "loss": loss.state_dict(),
         "optimizer": optimizer.state_dict(),

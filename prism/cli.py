@@ -70,6 +70,15 @@ _PRINT_CONFIG = Annotated[
 ]
 
 
+_NOT_OPTIONS = (
+    "config",
+    "resume",
+    "overwrite",
+    "print_config",
+    "preset",
+)  # train's flags that are no TrainConfig field
+
+
 @app.command()
 @user_errors
 def train(
@@ -112,7 +121,10 @@ def train(
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
     decode: _DECODE = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last checkpoint, with its config.yaml")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run that --out already holds")] = False,
     print_config: _PRINT_CONFIG = False,
 ) -> None:
     """Train an embedding (optionally with PRISM) and evaluate it on the clean test split.
@@ -122,12 +134,17 @@ def train(
 
     Example: prism train --preset paper-cars --dataset cars/symmetric-0.5 --device cuda
     """
-    options = {k: v for k, v in locals().items() if k not in ("config", "resume", "print_config", "preset")}
+    options = {
+        k: v for k, v in locals().items() if k not in ("config", "resume", "overwrite", "print_config", "preset")
+    }
     from prism.config import load_config
     from prism.report import run_name
     from prism.train import train as run_train
 
-    cfg = load_config(config, options, preset=preset)
+    if resume and out is not None and config is None and (Path(out) / "config.yaml").is_file():
+        config = Path(out) / "config.yaml"  # the run's own options; flags given now still override them
+        options["stop_at"] = stop_at or 0  # the stop that interrupted it is not one of them
+    cfg = load_config(config, options, preset=preset, require_dataset=not print_config)
     if print_config:
         from prism.config import dump, dump_unresolved, resolve
         from prism.data import prepare
@@ -139,16 +156,23 @@ def train(
             return
         typer.echo(dump(resolve(cfg, data.shape)), nl=False)
         return
-    summary = run_train(cfg, resume=resume)
+    try:
+        summary = run_train(cfg, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        saved = (Path(cfg.out) / "last.pt").is_file()
+        typer.echo(
+            f"interrupted; resume with prism train --resume --out {cfg.out}"
+            if saved
+            else "interrupted before the first checkpoint; nothing to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if "stopped_at" in summary:
         typer.echo(f"stopped at iteration {summary['stopped_at']}; resume with --resume --out {cfg.out}")
         return
     test, noise = summary["test"], summary["noise_detection"]
-    flagged = (
-        ""
-        if noise["precision"] is None
-        else (f", flagged precision {noise['precision']:.3f} recall {noise['recall']:.3f}")
-    )
+    said = [f"{k} {noise[k]:.3f}" for k in ("precision", "recall") if noise.get(k) is not None]
+    flagged = f", flagged {' '.join(said)}" if said else ""  # recall is undefined on clean labels
     typer.echo(
         f"{cfg.dataset} {run_name(cfg)}: test P@1 {test['precision_at_1']:.4f} "
         f"MAP@R {test['mean_average_precision_at_r']:.4f}{flagged} in {summary['train_seconds']}s -> {cfg.out}"

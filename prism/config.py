@@ -279,8 +279,12 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_config(path: Path | None, overrides: dict[str, Any], *, preset: str | None = None) -> TrainConfig:
-    """Defaults, then the preset, then the YAML file, then the flags the user gave (``None`` values are ignored)."""
+def load_config(
+    path: Path | None, overrides: dict[str, Any], *, preset: str | None = None, require_dataset: bool = False
+) -> TrainConfig:
+    """Defaults, then the preset, then the YAML file, then the flags the user gave (``None`` values are ignored).
+
+    ``require_dataset``: refuse when none of them names the dataset, rather than train on the default silently."""
     values: dict[str, Any] = {}
     where = []
     if preset is not None:
@@ -291,6 +295,11 @@ def load_config(path: Path | None, overrides: dict[str, Any], *, preset: str | N
         where.append(str(path))
     values = canonical(values, where=", ".join(where) or "options")
     values.update(canonical({k: v for k, v in overrides.items() if v is not None}, where="options"))
+    if require_dataset and "dataset" not in values:
+        raise NoisekitError(
+            "--dataset: which dataset? give NAME/VARIANT (e.g. --dataset omniglot/symmetric-0.5), a manifest, a "
+            "published folder, or a --preset/--config that names one"
+        )
     return from_dict(values, where=", ".join(where) or "options")
 
 

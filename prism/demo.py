@@ -37,7 +37,7 @@ def run(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     from prism.config import TrainConfig
     from prism.train import train
 
-    return {"name": name, "out": options["out"], **train(TrainConfig(**options), progress=False)}
+    return {"name": name, "out": options["out"], **train(TrainConfig(**options), overwrite=True, progress=False)}
 
 
 def history(out: Path) -> list[dict[str, Any]]:
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     out = Path(args.out)
 
-    _, clean = build("omniglot")
-    noisy_path, report = save_variant(symmetric(clean.manifest, rate=args.noise, seed=args.seed))
+    _, clean = build("omniglot", overwrite=True)  # the demo owns its data: a clone elsewhere has another root
+    noisy_path, report = save_variant(symmetric(clean.manifest, rate=args.noise, seed=args.seed), overwrite=True)
     variant = f"omniglot/{noisy_path.stem}"
     counts = clean.manifest.counts()
     print(

@@ -16,6 +16,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
+from noisekit.device import check_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -104,6 +106,7 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 def setup(device: str) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``, also for one
     process, so that ``--nproc_per_node 1`` runs the multi-GPU code path); a plain single process otherwise."""
+    check_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistContext(device=torch.device(device))
     world_size = int(os.environ["WORLD_SIZE"])

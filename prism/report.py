@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from noisekit.device import check_device
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path, write_json
 from prism.checkpoint import RunState, load_checkpoint
@@ -217,6 +218,7 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
 
     if split not in ("train", "val", "test"):
         raise NoisekitError(f"--split must be train, val or test, got {split!r}")
+    target = check_device(device)
     payload = load_checkpoint(path)
     config = from_dict(payload["config"], where=str(path)).replace(dataset=dataset)
     data = prepare(dataset, val_fraction=config.val_fraction, seed=config.seed)
@@ -232,5 +234,5 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
         raise NoisekitError(
             f"{path}: its weights do not fit a {config.arch} model for {dataset} ({str(exc).splitlines()[0][:100]})"
         ) from None
-    metrics = evaluate_split(model.to(device), data, split, config, torch.device(device))
+    metrics = evaluate_split(model.to(target), data, split, config, target)
     return {"checkpoint": str(path), "dataset": dataset, "split": split, "iteration": payload["iteration"], **metrics}

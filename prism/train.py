@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from noisekit.errors import NoisekitError
 from noisekit.progress import progress as progress_bar
 from prism.checkpoint import (
     NoiseTracker,
@@ -311,11 +312,34 @@ def validate(
         write_metrics(state, out)
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+RUN_FILES = ("config.yaml", "last.pt", "checkpoint.pt", "metrics.jsonl", "summary.json", "curves.png", "trace.pt")
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """One rule for a run's folder, as noisekit's for a variant: a folder that holds a run (``last.pt``) is continued
+    with ``resume`` or replaced with ``overwrite``, never silently; ``resume`` needs a checkpoint to continue."""
+    if out.exists() and not out.is_dir():
+        raise NoisekitError(f"--out {out} is a file; expected a folder for the run's outputs")
+    last = out / "last.pt"
+    if resume and not last.is_file():
+        raise NoisekitError(
+            f"--resume: {out} holds no last.pt (the run stopped before its first checkpoint, or never ran there); "
+            "run again without --resume to start it"
+        )
+    if not resume and last.is_file() and not overwrite:
+        raise NoisekitError(
+            f"--out {out} holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
+        )
+
+
+def train(
+    config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Run (or resume) training; write the run's outputs into ``config.out``; return the summary.
 
     Under ``torchrun`` every rank runs this function; only rank 0 writes files.
     """
+    check_out(Path(config.out), resume=resume, overwrite=overwrite)
     ctx = setup(config.device)
     try:
         return _train(config, ctx, resume=resume, progress=progress and ctx.is_main)
@@ -330,13 +354,16 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
     parts = build_parts(config, data, ctx)
     state = restore(parts, config, out / "last.pt") if resume else RunState()
     if ctx.is_main:
+        if not resume:  # --overwrite: nothing of the replaced run may be mistaken for this one's
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     loader, on_device = make_loader(config, data, ctx, state.iteration)
     noisy_all = torch.as_tensor(data.train.noisy, device=ctx.device)
     window: list[torch.Tensor] = []
     trace: list[dict[str, torch.Tensor]] = []
-    start_time = time.perf_counter()
+    state.started = time.perf_counter()
     bar = progress_bar(total=len(loader), desc="train", unit="it", disable=not progress, leave=False)
     parts.model.train()
     for images, labels, rows in loader:
@@ -349,7 +376,7 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         state.iteration += 1
         bar.update(1)
         if state.iteration % config.log_every == 0 or state.iteration == config.iterations:
-            state.steps.append(log_row(state.iteration, time.perf_counter() - start_time, window))
+            state.steps.append(log_row(state.iteration, time.perf_counter() - state.started, window))
             window.clear()
             bar.set_postfix(loss=f"{state.steps[-1]['loss']:.3f}", kept=f"{state.steps[-1]['kept']:.2f}")
         if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
@@ -366,4 +393,4 @@ def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: boo
         torch.distributed.barrier()  # rank 0's checkpoints are on disk before anyone reads them
     if state.iteration < config.iterations:
         return {"stopped_at": state.iteration, "out": str(out)}
-    return finish(config, data, state, parts, ctx, out, time.perf_counter() - start_time)
+    return finish(config, data, state, parts, ctx, out, state.elapsed())

@@ -223,6 +223,8 @@ def crawl(source: Path, out: Path, options: CrawlOptions = CrawlOptions()) -> Cr
     options.validate()
     items = read_url_list(source)
     fetch_urls = [rewrite(u, options.url_rewrites) for u in items.urls]
+    if out.exists() and not out.is_dir():
+        raise NoisekitError(f"--out {out} is a file; expected a folder for the images and the record")
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         record = _open_record(items, out, fetch_urls, options)

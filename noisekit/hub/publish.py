@@ -16,17 +16,20 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from noisekit.crawl.fetch import DEFAULT_MAX_PIXELS, Failure, inspect_image
 from noisekit.errors import NoisekitError
 from noisekit.hub import cards
 from noisekit.hub.published import SHARED, SPLIT_NAMES, ConfigRecord, Folder, public_meta, read_folder
 from noisekit.hub.shards import read_image, write_config
 from noisekit.manifest import Manifest, read_manifest
 from noisekit.paths import CLEAN, check_name, data_home
+from noisekit.progress import progress
 
 DEFAULT_MAX_SHARD_SIZE = 500 * 10**6  # as datasets' push_to_hub
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -104,6 +107,27 @@ def _check_images(manifests: dict[str, Manifest]) -> None:
     if missing:
         raise NoisekitError(
             f"{len(missing):,} image(s) missing on disk (first: {missing[0]}); restore them or publish --labels-only"
+        )
+    _check_decodes(list(seen))
+
+
+def _decode_failure(path: Path) -> str | None:
+    try:
+        inspect_image(read_image(path), DEFAULT_MAX_PIXELS)
+    except Failure as exc:
+        return f"{path}: {exc.status}, {exc.error}"
+    return None
+
+
+def _check_decodes(paths: list[Path]) -> None:
+    """Decode every image once (as the crawler does) so that no truncated or corrupt file reaches a shard, where
+    ``load_dataset`` users would meet it as an OSError; decoding releases the GIL, so threads use every core."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        failures = [f for f in progress(pool.map(_decode_failure, paths), total=len(paths), desc="decode") if f]
+    if failures:
+        raise NoisekitError(
+            f"{len(failures):,} of {len(paths):,} image(s) do not decode (first: {failures[0]}); replace them, "
+            "drop them from the manifest, or publish --labels-only"
         )
 
 

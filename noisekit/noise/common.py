@@ -7,7 +7,7 @@ from pathlib import Path
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, write_manifest
 from noisekit.noise.report import noise_report, write_report
-from noisekit.paths import manifest_path
+from noisekit.paths import check_variant, manifest_path, variant_lock
 
 
 def check_rate(rate: float) -> float:
@@ -36,12 +36,16 @@ def variant_name(model: str, rate: float) -> str:
     return f"{model}-{rate:g}"
 
 
-def save_variant(manifest: Manifest, extra: dict | None = None) -> tuple[Path, dict]:
-    """Write ``NAME/VARIANT.parquet`` plus ``VARIANT.report.json`` and ``VARIANT.report.png`` beside it."""
-    path = manifest_path(manifest.meta.dataset, manifest.meta.variant)
+def save_variant(manifest: Manifest, extra: dict | None = None, *, overwrite: bool = False) -> tuple[Path, dict]:
+    """Write ``NAME/VARIANT.parquet`` plus ``VARIANT.report.json`` and ``VARIANT.report.png`` beside it, as one unit
+    under the variant's lock. A variant that exists with other content (another seed, rate or model) is replaced
+    only with ``overwrite``; the same content is written again unchanged."""
+    dataset, variant = manifest.meta.dataset, check_variant(manifest.meta.variant)
+    path = manifest_path(dataset, variant)
     report = noise_report(manifest, extra or {})
-    write_manifest(manifest, path)
-    write_report(report, path.with_suffix(".report.json"), path.with_suffix(".report.png"))
+    with variant_lock(dataset, variant):
+        write_manifest(manifest, path, overwrite=overwrite)
+        write_report(report, path.with_suffix(".report.json"), path.with_suffix(".report.png"))
     return path, report
 
 

@@ -3,7 +3,8 @@
 Weights: ``imagenet`` (torchvision's IMAGENET1K_V1, taken from the torch cache and downloaded there when missing),
 ``random`` (initialised with the fixed seed 0, for tests and ablations, so the noise seed never changes features)
 or a FILE holding a ResNet-18 state dict. The cache is
-``$NOISEKIT_HOME/NAME/features/resnet18-<weights>-<size>.npz`` and holds the image ids it was computed for, so a
+``$NOISEKIT_HOME/NAME/features/resnet18-<weights>-<size>.npz`` (model, weights and size in the name) and holds the
+image ids and a key of the images' content (:func:`content_key`) it was computed for, so a
 second run at another rate reuses it and a rebuilt dataset does not.
 """
 
@@ -139,6 +140,19 @@ def weights_key(weights: str) -> str:
     return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def content_key(files: Sequence[Path]) -> str:
+    """sha256 over each file's location, size and modification time (nanoseconds): a rebuilt dataset whose images
+    changed, moved to another root or were replaced gets new features, without hashing every image's bytes."""
+    h = hashlib.sha256()
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise NoisekitError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class FeatureOptions:
     weights: str = "imagenet"
@@ -178,15 +192,18 @@ def train_features(manifest: Manifest, options: FeatureOptions) -> tuple[np.ndar
     key = f"resnet18-{weights_key(options.weights)}-{options.image_size}"
     cache = data_home() / manifest.meta.dataset / "features" / f"{key}.npz"
     ids = train["image_id"].to_numpy(dtype=str)
+    files = [manifest.resolve(p) for p in train["path"]]
+    content = content_key(files)
     info: dict[str, object] = {"feature_model": "resnet18", "weights": key, "image_size": options.image_size}
     if cache.is_file():
         with np.load(cache) as data:
-            if np.array_equal(data["image_id"], ids):
+            same = "content" in data and str(data["content"]) == content and np.array_equal(data["image_id"], ids)
+            if same:
                 return data["features"], info, f"features: {len(ids):,} from cache {cache}"
     start = time.perf_counter()
-    feats = embed([manifest.resolve(p) for p in train["path"]], options)
+    feats = embed(files, options)
     with atomic_path(cache) as tmp:
         with tmp.open("wb") as fh:
-            np.savez(fh, image_id=ids, features=feats)
+            np.savez(fh, image_id=ids, content=np.array(content), features=feats)
     seconds = time.perf_counter() - start
     return feats, info, f"features: {len(ids):,} computed in {seconds:.1f}s ({len(ids) / seconds:.0f} img/s) -> {cache}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from noisekit.download import ARCHIVES, Archive, download_and_extract
 from noisekit.errors import NoisekitError
-from noisekit.manifest import write_json, write_manifest
-from noisekit.paths import data_home, manifest_path
+from noisekit.manifest import check_inside, write_json, write_manifest
+from noisekit.paths import CLEAN, data_home, manifest_path, variant_lock
 from noisekit.sources import cars, cub, digits, food101n, omniglot, sop
 from noisekit.sources.common import BuildResult
 
@@ -91,10 +91,15 @@ def build_manifest(name: str, options: BuildOptions = BuildOptions()) -> BuildRe
     return {"cars": cars.build, "cub": cub.build, "sop": sop.build}[name](root, strict=options.strict)
 
 
-def build(name: str, options: BuildOptions = BuildOptions()) -> tuple[Path, BuildResult]:
-    """Build ``name`` and write ``$NOISEKIT_HOME/NAME/clean.parquet``; return its path and the build result."""
+def build(name: str, options: BuildOptions = BuildOptions(), *, overwrite: bool = False) -> tuple[Path, BuildResult]:
+    """Build ``name`` and write ``$NOISEKIT_HOME/NAME/clean.parquet``; return its path and the build result.
+
+    A clean manifest that exists with other content (another --root, other files) is replaced only with
+    ``overwrite``: the variants and feature caches beside it were made from it."""
     result = build_manifest(name, options)
-    path = write_manifest(result.manifest, manifest_path(name))
-    for report, payload in result.reports.items():
-        write_json(path.with_suffix(f".{report}.json"), payload)
+    check_inside(result.manifest, where=f"{name} under {result.manifest.meta.root}")  # no link out of the root
+    with variant_lock(name, CLEAN):
+        path = write_manifest(result.manifest, manifest_path(name), overwrite=overwrite)
+        for report, payload in result.reports.items():
+            write_json(path.with_suffix(f".{report}.json"), payload)
     return path, result

@@ -4,6 +4,7 @@ configuration, incremental and atomic publishing, the push path against a local 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,12 +86,13 @@ def use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 
 def linked_home(digits_home: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Manifest:
-    """A data home of its own whose digits images are symlinks to the module's, so a test may break some."""
+    """A data home of its own with copies of the module's digits images, so a test may break some (links to them
+    would lead outside the root, which a manifest read refuses)."""
     clean = manifest_of(digits_home, "clean")
     root = home / "digits" / "raw"
     for rel in clean.frame["path"]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).symlink_to(clean.resolve(rel))
+        shutil.copyfile(clean.resolve(rel), root / rel)
     manifest = clean.replace(root=str(root))
     write_manifest(manifest, home / "digits" / "clean.parquet")
     use_home(monkeypatch, home)
@@ -230,13 +232,20 @@ def test_unreadable_image_leaves_the_previous_folder(
     assert runner.invoke(app, ["publish", "digits", "--out", str(out)]).exit_code == 0
     before = folder_bytes(out)
     bad = clean.resolve(clean.frame["path"].iloc[0])
-    bad.unlink()
-    bad.symlink_to("/proc/self/mem")  # a file that exists but whose read fails (EIO)
+    bad.write_bytes(bad.read_bytes()[:-40])  # a truncated PNG: it opens, its pixels do not decode
     failed = runner.invoke(app, ["publish", "digits", "--out", str(out), "--overwrite"])
     assert failed.exit_code == 2
-    assert failed.output.startswith("error: ") and f"{bad}: cannot read image" in failed.output
+    assert failed.output.startswith("error: 1 of 1,797 image(s) do not decode (first: ") and str(bad) in failed.output
+    assert len(failed.output.strip().splitlines()) == 1
     assert folder_bytes(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    bad.unlink()
+    bad.symlink_to("/etc/passwd")  # a link inside the root to a file outside it
+    escaped = runner.invoke(app, ["publish", "digits", "--out", str(out), "--overwrite"])
+    assert escaped.exit_code == 2, escaped.output
+    assert "row 0: path " in escaped.output and "leads outside the dataset root" in escaped.output
+    assert folder_bytes(out) == before
 
 
 def test_bad_input(digits_home: Path, tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,7 +55,13 @@ def test_rule_on_a_cub_sized_dataset() -> None:
 def test_explicit_values_win() -> None:
     shape = DataShape(side=105, classes=109, images=2180)
     given = TrainConfig(
-        arch="resnet18", image_size=64, classes_per_batch=8, samples_per_class=6, iterations=30, eval_every=7, warmup=0,
+        arch="resnet18",
+        image_size=64,
+        classes_per_batch=8,
+        samples_per_class=6,
+        iterations=30,
+        eval_every=7,
+        warmup=0,
         bank_start=0,
     )
     assert resolve(given, shape) == given
