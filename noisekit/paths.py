@@ -51,9 +51,10 @@ def check_variant(value: str, *, what: str = "--variant") -> str:
 def variant_lock(dataset: str, variant: str) -> Iterator[None]:
     """Hold an OS lock on one variant while its manifest, sidecar and report are written, so that two processes
     writing the same variant take turns (the second then meets the first one's files); released on exit or crash."""
-    folder = data_home() / check_name(dataset, what="dataset")
+    folder = data_home() / ".locks"  # beside the datasets, so that a dataset's folder holds only its data
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f".{check_name(variant, what='variant')}.lock", "a") as handle:
+    name = f"{check_name(dataset, what='dataset')}.{check_name(variant, what='variant')}.lock"
+    with open(folder / name, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
