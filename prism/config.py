@@ -295,12 +295,13 @@ def load_config(
         where.append(str(path))
     values = canonical(values, where=", ".join(where) or "options")
     values.update(canonical({k: v for k, v in overrides.items() if v is not None}, where="options"))
+    config = from_dict(values, where=", ".join(where) or "options")  # every option's own check comes first
     if require_dataset and "dataset" not in values:
         raise NoisekitError(
             "--dataset: which dataset? give NAME/VARIANT (e.g. --dataset omniglot/symmetric-0.5), a manifest, a "
             "published folder, or a --preset/--config that names one"
         )
-    return from_dict(values, where=", ".join(where) or "options")
+    return config
 
 
 def dump(config: TrainConfig) -> str:

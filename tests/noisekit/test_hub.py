@@ -211,7 +211,7 @@ def test_clash_is_refused_unless_overwrite(
     out = tmp_path / "clash"
     assert runner.invoke(app, ["publish", "digits", "--out", str(out)]).exit_code == 0
     before = folder_bytes(out)
-    path, _ = save_variant(symmetric(clean, rate=0.5, seed=1))  # same name, other labels
+    path, _ = save_variant(symmetric(clean, rate=0.5, seed=1), overwrite=True)  # same name, other labels
     refused = runner.invoke(app, ["publish", "digits", "--out", str(out), "--variant", "symmetric-0.5"])
     assert refused.exit_code == 2
     assert "configuration 'symmetric-0.5' already exists" in refused.output and "--overwrite" in refused.output

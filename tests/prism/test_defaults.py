@@ -77,9 +77,11 @@ def test_only_dataset_works_on_digits_and_print_config_shows_the_rule(runner, ho
     shown = yaml.safe_load(printed.output)
     # 720: the noisy labels change how many images per class the validation carve takes
     assert (shown["classes_per_batch"], shown["samples_per_class"], shown["iterations"]) == (5, 12, 720)
-    # the config's own default dataset, with every other option at its default (iterations cut for time)
+    # no --dataset is refused in one line (issue 22); the dataset given, every other option at its default
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--iterations", "12", "--out", str(out)])
+    refused = runner.invoke(app, ["train", "--iterations", "12", "--out", str(out)])
+    assert refused.exit_code == 2 and "--dataset: which dataset?" in refused.output
+    result = runner.invoke(app, ["train", "--dataset", "digits/symmetric-0.5", "--iterations", "12", "--out", str(out)])
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["dataset"], saved["classes_per_batch"], saved["samples_per_class"]) == ("digits/symmetric-0.5", 5, 12)

@@ -86,7 +86,9 @@ def test_same_seed_same_bytes_other_seed_differs(runner, digits: Path, home: Pat
     first = path.read_bytes()
     runner.invoke(app, [*args, "--seed", "1"])
     assert path.read_bytes() == first
-    runner.invoke(app, [*args, "--seed", "2"])
+    assert runner.invoke(app, [*args, "--seed", "2"]).exit_code == 2  # another seed replaces it only when told
+    assert path.read_bytes() == first
+    assert runner.invoke(app, [*args, "--seed", "2", "--overwrite"]).exit_code == 0
     assert path.read_bytes() != first
 
 

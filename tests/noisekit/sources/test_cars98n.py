@@ -96,7 +96,7 @@ def crawled(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cars98n_train_is_the_crawl_test_is_cars196(crawled, home: Path) -> None:
     crawl_dir, cars_root = crawled
-    path, result = build("cars98n", BuildOptions(crawl=crawl_dir, cars_root=cars_root))
+    path, result = build("cars98n", BuildOptions(crawl=crawl_dir, cars_root=cars_root), overwrite=True)
     m = read_manifest(path)
     assert m.meta.class_names == tuple(cars_class_names())
     assert m.counts() == {"splits": {"train": 4, "test": 98}, "classes": {"train": 4, "test": 98}}
