@@ -134,9 +134,7 @@ def train(
 
     Example: prism train --preset paper-cars --dataset cars/symmetric-0.5 --device cuda
     """
-    options = {
-        k: v for k, v in locals().items() if k not in ("config", "resume", "overwrite", "print_config", "preset")
-    }
+    options = {k: v for k, v in locals().items() if k not in _NOT_OPTIONS}
     from prism.config import load_config
     from prism.report import run_name
     from prism.train import train as run_train
