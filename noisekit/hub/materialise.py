@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -56,29 +57,34 @@ def _slug(ref: Ref) -> str:
     return ref.source.replace("/", "--")
 
 
-def _place(ref: Ref, config: str, split: str, row: int) -> str:
-    """Where row ``row`` of ``split`` lies: its shard file and row there (a local folder), else the reference."""
-    if ref.local:
-        folder = read_folder(ref.folder)
-        record = folder.configs.get(config)
-        files = folder.resolved(record)[split].files if record and split in folder.resolved(record) else ()
-        for rel in files:
-            rows = pq.read_metadata(ref.folder / rel).num_rows
-            if row < rows:
-                return f"{ref.folder / rel} row {row}"
-            row -= rows
-    return f"{ref.spell(config)} {split} row {row}"
+def _refuse(where: str, column: str, values: Iterable[Any]) -> None:
+    """Refuse the first value of ``column`` (``path`` or ``image_id``) that may lead out of its folder."""
+    for row, value in enumerate(values):
+        if not isinstance(value, str) or escapes(value):
+            raise NoisekitError(f"{where} row {row}: {column} {value!r} {RULES[column]}")
+
+
+def _check_shards(ref: Ref, config: str) -> bool:
+    """Check a local configuration's rows in its shards, reading the one column (before datasets reads them, so that
+    a refusal names the shard); return whether it was published --labels-only."""
+    folder = read_folder(ref.folder)
+    record = folder.configs[config]
+    column = "path" if record.labels_only else "image_id"
+    for split in folder.resolved(record).values():
+        for rel in split.files:
+            _refuse(
+                str(ref.folder / rel), column, pq.read_table(ref.folder / rel, columns=[column])[column].to_pylist()
+            )
+    return record.labels_only
 
 
 def _check_rows(ref: Ref, config: str, data: datasets.DatasetDict, column: str) -> None:
-    """Refuse the first row whose ``column`` (``path`` or ``image_id``) may lead out of its folder, reading that
-    column alone: no image is decoded."""
+    """The same check on the rows ``datasets`` loaded (all a Hub reference has), reading the one column: no image is
+    decoded."""
     for split, part in data.items():
         if split not in SPLIT_NAMES.values():
             raise NoisekitError(f"{ref.spell(config)}: split {split!r} is not one of {', '.join(SPLIT_NAMES.values())}")
-        for row, value in enumerate(part[column]):
-            if not isinstance(value, str) or escapes(value):
-                raise NoisekitError(f"{_place(ref, config, split, row)}: {column} {value!r} {RULES[column]}")
+        _refuse(f"{ref.spell(config)} {split}", column, part[column])
 
 
 def _columns(data: datasets.DatasetDict) -> dict[str, list[Any]]:
@@ -172,15 +178,22 @@ def _with_images(ref: Ref, config: str, data: datasets.DatasetDict) -> Manifest:
     return manifest
 
 
-def _labels_only(ref: Ref, config: str, data: datasets.DatasetDict, root: Path | None) -> Manifest:
+def _check_root(ref: Ref, config: str, root: Path | None, *, labels_only: bool) -> None:
+    """--root is given exactly when the data was published --labels-only, and is a folder."""
     spelled = ref.spell(config)
-    if root is None:
+    if labels_only and root is None:
         raise NoisekitError(
             f"{spelled} was published --labels-only (its rows name image files, not images); give --root RAW, "
             "the local folder those paths are relative to (the source's raw folder)"
         )
-    if not root.is_dir():
+    if not labels_only and root is not None:
+        raise NoisekitError(f"--root {root}: {spelled} holds its images; --root is for data published --labels-only")
+    if root is not None and not root.is_dir():
         raise NoisekitError(f"--root {root} is not a folder (expected the local copy of {spelled}'s images)")
+
+
+def _labels_only(ref: Ref, config: str, data: datasets.DatasetDict, root: Path) -> Manifest:
+    spelled = ref.spell(config)
     _check_rows(ref, config, data, "path")
     paths = [p for part in data.values() for p in part["path"]]
     manifest = Manifest(make_frame(**_columns(data), path=paths), _meta(ref, config, data, root.absolute(), ""))
@@ -215,14 +228,12 @@ def materialise(ref: Ref, *, root: Path | None = None) -> Manifest:
         if reason and not datasets_offline():
             raise offline_error(ref, reason)
     config = pick(ref, config_names(ref))
+    if ref.local:
+        _check_root(ref, config, root, labels_only=_check_shards(ref, config))
     data = load_config(ref, config)
-    if "image" not in next(iter(data.values())).features:
-        return _labels_only(ref, config, data, root)
-    if root is not None:
-        raise NoisekitError(
-            f"--root {root}: {ref.spell(config)} holds its images; --root is for data published --labels-only"
-        )
-    return _with_images(ref, config, data)
+    labels_only = "image" not in next(iter(data.values())).features
+    _check_root(ref, config, root, labels_only=labels_only)
+    return _labels_only(ref, config, data, root) if labels_only and root else _with_images(ref, config, data)
 
 
 def published_manifest(ref: str, *, root: str | None = None) -> Manifest | None:
