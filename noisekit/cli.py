@@ -112,6 +112,7 @@ HELP = {
     "--dataset": "A built dataset, NAME or NAME/VARIANT",
     "--image-size": "Side in pixels of the square crop fed to the network",
     "--weights": "Backbone weights: imagenet, random or a state-dict FILE",
+    "--root": "Folder of the raw files",
 }
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", help=f"{HELP['--dataset']} (VARIANT only clean: noise goes on the clean manifest)")
@@ -306,12 +307,18 @@ def publish(
 @app.command()
 @user_errors
 def load(
-    repo_or_dir: Annotated[str, typer.Argument(help="A published folder or a Hub dataset OWNER/REPO")],
+    repo_or_dir: Annotated[
+        str,
+        typer.Argument(
+            help="DIR/CONFIG (a configuration of a published folder) or hub:OWNER/REPO:CONFIG, as prism train "
+            "--dataset takes them; or the folder or OWNER/REPO with --config"
+        ),
+    ],
     config: Annotated[str | None, typer.Option(help="The configuration (variant) to load")] = None,
 ) -> None:
     """Load one configuration with datasets and summarise it: splits, rows, features, noise rate.
 
-    Example: noisekit load ~/hf/cub-noisy --config symmetric-0.5
+    Example: noisekit load ~/hf/cub-noisy/symmetric-0.5
     """
     from noisekit.hub.repo import render, summary
 

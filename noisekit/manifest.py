@@ -142,6 +142,16 @@ def make_frame(
     )
 
 
+INSIDE = "must be relative to the dataset root and stay inside it"
+
+
+def escapes(path: str) -> bool:
+    """Whether a manifest path may lead out of its root: empty, absolute, through ``..``, or with a backslash (a
+    Windows separator). Links that lead out are :func:`check_inside`'s to find."""
+    pure = PurePosixPath(path)
+    return not path or pure.is_absolute() or ".." in pure.parts or "\\" in path
+
+
 def _fail(where: str, message: str) -> None:
     raise NoisekitError(f"{where}: {message}")
 
@@ -177,9 +187,8 @@ def validate(manifest: Manifest, *, where: str = "manifest") -> None:
         _fail(where, f"row {i}: clean_label {df['clean_label'].iloc[i]} is outside [-1, {n_classes})")
 
     for i, p in enumerate(df["path"]):
-        pure = PurePosixPath(p)
-        if not p or pure.is_absolute() or ".." in pure.parts or "\\" in p:
-            _fail(where, f"row {i}: path {p!r} must be relative to the dataset root and stay inside it")
+        if escapes(p):
+            _fail(where, f"row {i}: path {p!r} {INSIDE}")
 
     # is_noisy must agree with the labels wherever the clean label is known; labels are compared by class name
     # because a noise model may re-index the training labels.

@@ -24,7 +24,11 @@ app = typer.Typer(
 # the longer option declarations of `prism train`, named so that its signature stays readable
 _DATASET = Annotated[
     str | None,
-    typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published folder or hub:OWNER/REPO:CONFIG"),
+    typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published DIR/CONFIG or hub:OWNER/REPO:CONFIG"),
+]
+_ROOT = Annotated[
+    str | None,
+    typer.Option(help=f"{HELP['--root']}: the local images of a dataset published --labels-only (its paths' root)"),
 ]
 _PRESET = Annotated[
     str | None, typer.Option(help="A shipped configuration, e.g. paper-cars (prism presets lists them)")
@@ -83,6 +87,7 @@ _NOT_OPTIONS = (
 @user_errors
 def train(
     dataset: _DATASET = None,
+    root: _ROOT = None,
     preset: _PRESET = None,
     method: _METHOD = None,
     filter: _FILTER = None,
@@ -148,7 +153,7 @@ def train(
         from prism.data import prepare
 
         try:
-            data = prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+            data = prepare(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed, root=cfg.root)
         except NotBuilt as exc:
             typer.echo(dump_unresolved(cfg, why=str(exc)), nl=False)  # a preset prints before its data exists
             return
@@ -266,7 +271,9 @@ def grid(
 @user_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint.pt written by prism train")],
-    dataset: Annotated[str, typer.Option(help=f"{HELP['--dataset']}, a manifest path or a published folder")],
+    dataset: Annotated[
+        str, typer.Option(help=f"{HELP['--dataset']}, a manifest path, a published DIR/CONFIG or hub:OWNER/REPO:CONFIG")
+    ],
     split: Annotated[str, typer.Option(help="test, val or train")] = "test",
     device: Annotated[str, typer.Option(help=HELP["--device"])] = "cpu",
 ) -> None:

@@ -33,6 +33,7 @@ PRESETS = Path(__file__).parent / "presets"
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "digits/symmetric-0.5"
+    root: str | None = None  # the local copy of the images of a dataset published --labels-only
     method: str = "mcl"  # prism/methods: `prism methods` lists them
     # none, prism, batch-positive or memory-positive; None: prism where the method takes a filter, else none
     filter: str | None = None
@@ -299,7 +300,7 @@ def load_config(
     if require_dataset and "dataset" not in values:
         raise NoisekitError(
             "--dataset: which dataset? give NAME/VARIANT (e.g. --dataset omniglot/symmetric-0.5), a manifest, a "
-            "published folder, or a --preset/--config that names one"
+            "published DIR/CONFIG or hub:OWNER/REPO:CONFIG, or a --preset/--config that names one"
         )
     return config
 

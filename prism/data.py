@@ -63,12 +63,13 @@ class TrainingData:
         return DataShape(self.side, int((np.bincount(self.train.labels) >= 2).sum()), len(self.train.files))
 
 
-def load_manifest(ref: str) -> Manifest:
+def load_manifest(ref: str, *, root: str | None = None) -> Manifest:
     """``NAME``, ``NAME/VARIANT``, a manifest path, ``hub:OWNER/REPO:CONFIG`` or a published folder (``DIR`` or
-    ``DIR/CONFIG``); published data is materialised once into the data home (images + manifest)."""
-    from noisekit.hub.repo import published_manifest
+    ``DIR/CONFIG``); published data is materialised once into the data home (images + manifest). ``root``: the local
+    copy of the images of data published ``--labels-only``."""
+    from noisekit.hub.materialise import published_manifest
 
-    published = published_manifest(ref)
+    published = published_manifest(ref, root=root)
     return published if published is not None else read_manifest(resolve_manifest(ref))
 
 
@@ -104,8 +105,8 @@ def carve_validation(train: pd.DataFrame, *, fraction: float, seed: int) -> tupl
     return train[~is_val], train[is_val], "image"
 
 
-def prepare(ref: str, *, val_fraction: float, seed: int) -> TrainingData:
-    manifest = load_manifest(ref)
+def prepare(ref: str, *, val_fraction: float, seed: int, root: str | None = None) -> TrainingData:
+    manifest = load_manifest(ref, root=root)
     frame = manifest.frame
     train_rows, test_rows = manifest.split("train"), manifest.split("test")
     if len(test_rows) == 0:

@@ -79,11 +79,11 @@ def _number(value: Any, kind: type, key: str, expected: str, where: str) -> Any:
         raise NoisekitError(f"{where}: {key} must be {expected}, got {value!r}") from None
 
 
-def _manifest(ref: str, where: str) -> Manifest:
+def _manifest(ref: str, where: str, root: str | None) -> Manifest:
     from prism.data import load_manifest
 
     try:
-        return load_manifest(ref)
+        return load_manifest(ref, root=root)
     except NoisekitError as exc:
         raise NoisekitError(f"{where}: dataset {ref}: {exc}") from None
 
@@ -117,7 +117,7 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
     for dataset in _listed(spec_values["datasets"], "datasets", where):
         for variant in _listed(spec_values.get("variants", ["clean"]), "variants", where):
             ref = dataset if variant == "clean" else f"{dataset}/{variant}"
-            manifest = _manifest(ref, where)
+            manifest = _manifest(ref, where, None if options.get("root") is None else str(options["root"]))
             noise = manifest.meta.noise
             rate = float((noise or {}).get("requested_rate") or (noise or {}).get("realised_rate") or 0.0)
             for method in methods:

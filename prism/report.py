@@ -221,7 +221,7 @@ def evaluate_checkpoint(path: Path, dataset: str, *, split: str = "test", device
     target = check_device(device)
     payload = load_checkpoint(path)
     config = from_dict(payload["config"], where=str(path)).replace(dataset=dataset)
-    data = prepare(dataset, val_fraction=config.val_fraction, seed=config.seed)
+    data = prepare(dataset, val_fraction=config.val_fraction, seed=config.seed, root=config.root)
     if getattr(data, split) is None:
         raise NoisekitError(f"{dataset} has no {split} split under this checkpoint's --val-fraction")
     config = resolve(config, data.shape)  # checkpoints written before the defaults were resolved

@@ -349,7 +349,7 @@ def train(
 
 def _train(config: TrainConfig, ctx: DistContext, *, resume: bool, progress: bool) -> dict[str, Any]:
     out = Path(config.out)
-    data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed)
+    data = prepare(config.dataset, val_fraction=config.val_fraction, seed=config.seed, root=config.root)
     config = resolve(config, data.shape)
     parts = build_parts(config, data, ctx)
     state = restore(parts, config, out / "last.pt") if resume else RunState()

@@ -1,47 +1,23 @@
-"""The Hugging Face side of publishing: push a published folder, load a configuration, and turn one back into a
-Manifest (with its images in the data home) so prism trains on it.
-
-References to a published dataset: ``hub:OWNER/REPO:CONFIG`` (``:CONFIG`` may be left out when there is one), a
-published folder, or a configuration's folder inside it (``DIR/CONFIG``).
-"""
+"""The Hugging Face side of publishing: push a published folder, and load one configuration of a published folder
+or Hub repository with ``datasets`` (references: :mod:`noisekit.hub.refs`)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import shutil
-import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from noisekit.errors import NoisekitError
-from noisekit.hub.published import SPLIT_NAMES, read_folder
-from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest, write_manifest
-from noisekit.paths import data_home
+from noisekit.hub.published import read_folder
+from noisekit.hub.reach import datasets_offline, offline_error, offline_reason
+from noisekit.hub.refs import SPELLINGS, Ref, check_repo_id, parse
 
 if TYPE_CHECKING:
     import datasets
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def check_repo_id(repo_id: str, *, what: str = "--push") -> str:
-    """``OWNER/REPO`` as huggingface_hub's validator accepts it."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if repo_id.count("/") != 1:
-        raise NoisekitError(f"{what} {repo_id!r}: expected a dataset repository id OWNER/REPO")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise NoisekitError(
-            f"{what} {repo_id!r}: not a valid repository id (letters, digits, '-', '_', '.'; no '--' or '..'; "
-            "at most 96 characters; not starting or ending with '-' or '.')"
-        ) from None
-    return repo_id
+__all__ = ["check_repo_id", "config_names", "load", "push", "render", "require_token", "summary"]
 
 
 def require_token() -> str:
@@ -80,58 +56,82 @@ def push(folder: Path, repo_id: str) -> str:
     return str(info.commit_url)
 
 
-def _source(repo_or_dir: str | Path) -> str:
-    path = Path(repo_or_dir).expanduser()
-    if path.is_dir():
-        if not (path / "README.md").is_file():
-            raise NoisekitError(f"{path} is not a published folder (no README.md)")
-        return str(path.absolute())
-    return check_repo_id(str(repo_or_dir), what="dataset")
+def source(ref: Ref) -> str:
+    """What ``datasets`` loads: the folder's absolute path, or the repository id."""
+    return str(ref.folder) if ref.local else ref.source
 
 
-def config_names(repo_or_dir: str | Path) -> list[str]:
+def guard(ref: Ref) -> None:
+    """Fail at once when ``ref`` is on a Hub that cannot be reached, unless ``datasets`` reads only its cache."""
+    if not ref.local and not datasets_offline():
+        reason = offline_reason()
+        if reason:
+            raise offline_error(ref, reason)
+
+
+def _failed(ref: Ref, what: str, exc: Exception) -> NoisekitError:
+    reason = None if ref.local else offline_reason()
+    if reason:
+        return offline_error(ref, reason)
+    return NoisekitError(f"{ref}: cannot {what} ({type(exc).__name__}: {exc})")
+
+
+def config_names(ref: Ref) -> list[str]:
     import datasets
 
-    source = _source(repo_or_dir)
     try:
-        return list(datasets.get_dataset_config_names(source))
+        return list(datasets.get_dataset_config_names(source(ref)))
     except Exception as exc:  # datasets raises hub, network and file errors of many types
-        raise NoisekitError(f"{repo_or_dir}: cannot list configurations ({type(exc).__name__}: {exc})") from None
+        raise _failed(ref, "list configurations", exc) from None
 
 
-def _pick(repo_or_dir: str | Path, config: str | None, names: list[str]) -> str:
-    if config is None:
+def pick(ref: Ref, names: list[str]) -> str:
+    """``ref``'s configuration, or its only one; a one-line error in the one spelling otherwise."""
+    if ref.config is None:
         if len(names) != 1:
             raise NoisekitError(
-                f"{repo_or_dir} has {len(names)} configurations ({', '.join(names)}); name one (--config C, "
-                "DIR/CONFIG or hub:OWNER/REPO:CONFIG)"
+                f"{ref} has {len(names)} configurations ({', '.join(names)}); name one as {ref.spell('CONFIG')}"
             )
         return names[0]
-    if config not in names:
-        raise NoisekitError(f"configuration {config!r}: {repo_or_dir} has none such (have: {', '.join(names)})")
-    return config
+    if ref.config not in names:
+        raise NoisekitError(f"{ref}: no configuration {ref.config!r} (have: {', '.join(names)})")
+    return ref.config
 
 
-def _load(repo_or_dir: str | Path, config: str) -> datasets.DatasetDict:
+def load_config(ref: Ref, config: str) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` of ``config``, its errors one line."""
     import datasets
 
     try:
-        return datasets.load_dataset(_source(repo_or_dir), name=config)
+        return datasets.load_dataset(source(ref), name=config)
     except Exception as exc:  # datasets raises hub, network, cast and file errors of many types
-        raise NoisekitError(f"{repo_or_dir}: cannot load {config!r} ({type(exc).__name__}: {exc})") from None
+        raise _failed(ref, f"load {config!r}", exc) from None
+
+
+def reference(repo_or_dir: str | Path, config: str | None = None) -> Ref:
+    """``noisekit load``'s argument and ``--config`` -> a :class:`Ref` (also a bare ``OWNER/REPO``)."""
+    ref = parse(str(repo_or_dir), config, what="dataset", bare_repo=True)
+    if ref is None:
+        raise NoisekitError(f"{repo_or_dir} is not a published folder (no README.md); expected {SPELLINGS}")
+    return ref
 
 
 def load(repo_or_dir: str | Path, config: str | None = None) -> datasets.DatasetDict:
-    """``datasets.load_dataset`` of one configuration of a published folder or Hub dataset repository."""
-    return _load(repo_or_dir, _pick(repo_or_dir, config, config_names(repo_or_dir)))
+    """``datasets.load_dataset`` of one configuration of a published folder or Hub dataset repository: ``DIR/CONFIG``,
+    ``hub:OWNER/REPO:CONFIG``, or the folder or repository and ``config``."""
+    ref = reference(repo_or_dir, config)
+    guard(ref)
+    return load_config(ref, pick(ref, config_names(ref)))
 
 
 def summary(repo_or_dir: str | Path, config: str | None = None) -> dict[str, Any]:
     """What ``noisekit load`` prints: configurations, splits, rows, features and the training noise rate."""
-    names = config_names(repo_or_dir)
-    config = _pick(repo_or_dir, config, names)
-    data = _load(repo_or_dir, config)
-    out: dict[str, Any] = {"source": str(repo_or_dir), "config": config, "configs": names}
+    ref = reference(repo_or_dir, config)
+    guard(ref)
+    names = config_names(ref)
+    config = pick(ref, names)
+    data = load_config(ref, config)
+    out: dict[str, Any] = {"source": ref.spell(config), "config": config, "configs": names}
     out["splits"] = {name: len(split) for name, split in data.items()}
     first = next(iter(data.values()))
     out["features"] = {name: repr(feature) for name, feature in first.features.items()}
@@ -149,7 +149,7 @@ def summary(repo_or_dir: str | Path, config: str | None = None) -> dict[str, Any
 
 
 def render(data: dict[str, Any]) -> str:
-    lines = [f"{data['source']}  config {data['config']}  (configs: {', '.join(data['configs'])})"]
+    lines = [f"{data['source']}  (configs: {', '.join(data['configs'])})"]
     lines.append(f"{'split':<12}{'rows':>10}{'classes':>10}")
     lines += [f"{s:<12}{n:>10,}{data['classes'][s]:>10,}" for s, n in data["splits"].items()]
     lines += [f"  {name}: {feature[:100]}" for name, feature in data["features"].items()]
@@ -161,128 +161,3 @@ def render(data: dict[str, Any]) -> str:
             "unknown)"
         )
     return "\n".join(lines)
-
-
-def parse_ref(ref: str) -> tuple[str, str | None] | None:
-    """``hub:OWNER/REPO[:CONFIG]``, a published folder or ``DIR/CONFIG`` -> (repo or folder, config); ``None`` for
-    any other reference (a data-home name or a manifest path)."""
-    if ref.startswith("hub:"):
-        repo, _, config = ref[4:].partition(":")
-        if repo.count("/") != 1:
-            raise NoisekitError(f"--dataset {ref!r}: expected hub:OWNER/REPO:CONFIG")
-        return check_repo_id(repo, what="--dataset hub:"), config or None
-    path = Path(ref).expanduser()
-    if not path.is_dir():
-        return None
-    if (path / "README.md").is_file():
-        return str(path), None
-    if (path.parent / "README.md").is_file() and path.name in read_folder(path.parent).configs:
-        return str(path.parent), path.name
-    return None
-
-
-def _slug(source: str) -> str:
-    path = Path(source)
-    if path.is_dir():
-        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
-        return f"local--{path.name}-{digest}"
-    return source.replace("/", "--")
-
-
-def _file_name(image_id: str, path: str | None, data: bytes) -> str:
-    """``<image_id><ext>`` when the id is a safe relative path, else a hash of the id; the extension is the original
-    file's, or the decoded format's."""
-    suffix = PurePosixPath(path or "").suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            suffix = "." + (image.format or "png").lower()
-    pure = PurePosixPath(image_id)
-    safe = image_id and not pure.is_absolute() and all(p not in ("", ".", "..") for p in image_id.split("/"))
-    if not safe or not all(c.isalnum() or c in "-_./" for c in image_id):
-        image_id = hashlib.sha256(image_id.encode()).hexdigest()[:24]
-    return image_id + suffix
-
-
-def _write_images(data: datasets.DatasetDict, folder: Path, *, where: str) -> dict[str, list[Any]]:
-    """Write every image's original bytes under ``folder``; return the manifest columns of the rows."""
-    from datasets import Image
-
-    back = {hf: ours for ours, hf in SPLIT_NAMES.items()}
-    rows: dict[str, list[Any]] = {k: [] for k in ("image_id", "path", "split", "clean_label", "label", "is_noisy")}
-    for split_name, split in data.items():
-        if split_name not in back:
-            raise NoisekitError(f"{where}: split {split_name!r} is not one of {', '.join(back)}")
-        columns = ("image", "image_id", "label", "clean_label", "is_noisy")
-        for batch in split.cast_column("image", Image(decode=False)).iter(batch_size=256):
-            for image, image_id, label, clean, noisy in zip(*(batch[c] for c in columns), strict=True):
-                if not image or image.get("bytes") is None:
-                    raise NoisekitError(f"{where}: image {image_id!r} has no bytes")
-                rel = _file_name(image_id, image.get("path"), image["bytes"])
-                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-                (folder / rel).write_bytes(image["bytes"])
-                for key, value in zip(rows, (image_id, rel, back[split_name], clean, label, noisy), strict=True):
-                    rows[key].append(value)
-    return rows
-
-
-def materialise(repo_or_dir: str, config: str | None = None) -> Manifest:
-    """A Manifest of a published configuration, its images written once under
-    ``$NOISEKIT_HOME/hub/<slug>/<config>/images/`` (reused while the published data is unchanged)."""
-    config = _pick(repo_or_dir, config, config_names(repo_or_dir))
-    data = _load(repo_or_dir, config)
-    features = next(iter(data.values())).features
-    if "image" not in features:
-        raise NoisekitError(
-            f"{repo_or_dir}:{config} was published --labels-only and holds no images; training needs them "
-            "(rebuild the dataset with noisekit, or use a copy published with images)"
-        )
-    source = _source(repo_or_dir)
-    folder = data_home() / "hub" / _slug(source) / config
-    fingerprint = hashlib.sha256("|".join(f"{s}:{d._fingerprint}" for s, d in data.items()).encode()).hexdigest()
-    cached = folder / "manifest.parquet"
-    if cached.is_file():
-        manifest = read_manifest(cached)
-        if manifest.meta.source.get("fingerprint") == fingerprint and Path(manifest.meta.root).is_dir():
-            return manifest
-
-    record = read_folder(Path(source)).configs.get(config) if Path(source).is_dir() else None
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".images-", dir=folder))
-    try:
-        rows = _write_images(data, staging, where=f"{repo_or_dir}:{config}")
-        images = folder / "images"
-        if images.exists():
-            shutil.rmtree(images)
-        os.replace(staging, images)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-    meta = ManifestMeta(
-        dataset=record.dataset if record else _slug(source),
-        root=str(images),
-        class_names=tuple(features["clean_label"].names),
-        label_names=None
-        if features["label"].names == features["clean_label"].names
-        else tuple(features["label"].names),
-        variant=config,
-        noise=record.meta.get("noise") if record else None,
-        source={
-            "published": source if not Path(source).is_dir() else Path(source).name,
-            "config": config,
-            "fingerprint": fingerprint,
-        },
-    )
-    frame = make_frame(
-        **{k: rows[k] for k in ("image_id", "path", "split", "clean_label", "label")}, is_noisy=rows["is_noisy"]
-    )
-    manifest = Manifest(frame, meta)
-    write_manifest(manifest, cached)
-    return manifest
-
-
-def published_manifest(ref: str) -> Manifest | None:
-    """The Manifest of a published reference (see :func:`parse_ref`), or ``None`` when ``ref`` is not one."""
-    parsed = parse_ref(ref)
-    return None if parsed is None else materialise(*parsed)
