@@ -26,6 +26,58 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "select": ("last", "val"),
     "transition": ("estimate", "known"),
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option allows: from ``low`` to ``high``, each end included or not."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    why: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        # written so that NaN is outside every range
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        why = f" ({self.why})" if self.why else ""
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}{why}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}{why}"
+
+
+POSITIVE, COUNT, AT_LEAST_ONE = Range(0, low_open=True), Range(0), Range(1)
+SHARE = Range(0, 1)  # [0, 1)
+# every numeric option's allowed values, checked in TrainConfig.__post_init__ whatever set it (flag, --config YAML,
+# preset, grid options, checkpoint); tests/prism/test_ranges.py checks that each numeric option has one
+RANGES = {
+    "filter_rate": SHARE,
+    "window": AT_LEAST_ONE,
+    "bank_start": COUNT,
+    "warmup": COUNT,
+    "iterations": AT_LEAST_ONE,
+    "seed": COUNT,
+    "embed_dim": AT_LEAST_ONE,
+    "classes_per_batch": Range(2, why="metric learning needs negatives"),
+    "samples_per_class": Range(2, why="pair losses need a positive per sample"),
+    "lr": POSITIVE,
+    "weight_decay": COUNT,
+    "proxy_lr": POSITIVE,
+    "crop_scale": Range(0, 1, low_open=True, high_open=False),
+    "bank_size": COUNT,
+    "memory_weight": COUNT,
+    "val_fraction": SHARE,
+    "eval_every": AT_LEAST_ONE,
+    "log_every": AT_LEAST_ONE,
+    "image_size": AT_LEAST_ONE,
+    "workers": COUNT,
+    "stop_at": COUNT,
+}
 ALIASES = {"loss": "method"}  # older option names still read (YAML files, checkpoints); prism: true/false -> filter
 PRESETS = Path(__file__).parent / "presets"
 
@@ -96,27 +148,12 @@ class TrainConfig:
                 raise NoisekitError(f"--{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.arch not in ARCHS:
             raise NoisekitError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in (
-            "iterations", "window", "classes_per_batch", "samples_per_class", "embed_dim", "eval_every", "image_size"
-        ):  # fmt: skip
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise NoisekitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup is not None and self.warmup < 0:
-            raise NoisekitError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.classes_per_batch is not None and self.classes_per_batch < 2:
-            raise NoisekitError(
-                f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise NoisekitError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
         if self.arch == "bninception" and self.image_size is not None and self.image_size % 32:
             raise NoisekitError(f"--image-size must be a multiple of 32 for bninception, got {self.image_size}")
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise NoisekitError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        if self.bank_start is not None and self.bank_start < 0:
-            raise NoisekitError(f"--bank-start must be >= 0, got {self.bank_start}")
-        if self.proxy_lr is not None and self.proxy_lr <= 0:
-            raise NoisekitError(f"--proxy-lr must be > 0, got {self.proxy_lr}")
 
     @property
     def filtered(self) -> bool:
