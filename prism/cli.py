@@ -206,9 +206,11 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="One JSON list 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'method':<19}{'kind':<15}{'filter':<7}{'uses':<52}reference")
-    for r in rows:
-        typer.echo(f"{r['name']:<19}{r['kind']:<15}{'yes' if r['filter'] else 'no':<7}{r['uses']:<52}{r['reference']}")
+    table = [("method", "kind", "filter", "uses", "reference")]
+    table += [(r["name"], r["kind"], "yes" if r["filter"] else "no", r["uses"], r["reference"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]  # from the content: columns never run together
+    for row in table:
+        typer.echo("".join(f"{cell:<{w + 2}}" for cell, w in zip(row, widths, strict=False)) + row[-1])
 
 
 @app.command()
