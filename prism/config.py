@@ -126,7 +126,7 @@ class TrainConfig:
     # the training labels (at 50% noise on omniglot it picked iteration 200 of 2,000, bench/README.md)
     select: str = "last"
     eval_every: int | None = None
-    log_every: int = 50
+    log_every: int | None = None  # iterations between logged steps (curves.png); None: about LOGGED per run
     image_size: int | None = None
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
@@ -178,6 +178,7 @@ PRETRAINED_ITERATIONS = 4000  # the authors' CARS-98N setting (configs/CARSN/Mem
 SCRATCH_EPOCHS = 60  # a randomly initialised backbone trains for about this many passes over the data ...
 SCRATCH_ITERATIONS = (400, 4000)  # ... within these bounds
 SCRATCH_WARMUP = 0.375  # and PRISM starts after this share of the iterations
+LOGGED = 50  # logged steps per run: a short run's curves have points too
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
       image size: min(side, SMALL_SIZE) for the small CNN, 224 for resnets.
     - P = min(16, classes); K = max(4, BATCH // P), so the batch stays near the paper's 64 with few classes.
     - iterations: pretrained backbones the authors' 4,000; from scratch SCRATCH_EPOCHS passes over the training
-      images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10.
+      images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10,
+      a logged step every iterations // LOGGED.
     - warm-up (PRISM off, every sample trains): 0 for a pretrained backbone, whose first similarity ranking is
       already meaningful; SCRATCH_WARMUP of the iterations for a randomly initialised one, whose first ranking is not.
     - bank start (the memory losses' bank term starts here; XBM's START_ITERATION): 0 for a pretrained backbone
@@ -229,6 +231,7 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         samples_per_class=k,
         iterations=iterations,
         eval_every=config.eval_every or max(1, iterations // 10),
+        log_every=config.log_every or max(1, iterations // LOGGED),
         warmup=warmup,
         bank_start=config.bank_start if config.bank_start is not None else iterations * scratch,
         proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(config.lr),
@@ -356,6 +359,7 @@ def dump_unresolved(config: TrainConfig, *, why: str) -> str:
         "samples_per_class": "max(4, 64 // classes per batch)",
         "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
         "eval_every": "iterations // 10",
+        "log_every": "iterations // 50, at least 1",
         "warmup": "0 pretrained; from scratch 0.375 of the iterations",
         "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
         "proxy_lr": "the method's rate from --lr (prism methods)",

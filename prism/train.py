@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from noisekit.errors import NoisekitError
 from noisekit.progress import progress as progress_bar
 from prism.checkpoint import (
+    RESUME_ONLY,
     NoiseTracker,
     RunState,
     check_same_config,
@@ -306,8 +307,8 @@ def validate(
         state.best_score, state.best_iteration = score, state.iteration
     if ctx.is_main:
         payload = parts.payload(config, state)  # one copy of the state serves both files
-        if kept:
-            save_checkpoint(payload, out / "checkpoint.pt")
+        if kept:  # the optimiser's moments (twice the weights) serve only --resume, which reads last.pt
+            save_checkpoint({k: v for k, v in payload.items() if k not in RESUME_ONLY}, out / "checkpoint.pt")
         save_checkpoint(payload, out / "last.pt")
         write_metrics(state, out)
 
