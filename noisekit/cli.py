@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from noisekit.errors import NoisekitError
+from noisekit.errors import NoisekitError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NoisekitError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -61,6 +61,7 @@ def test_explicit_values_win() -> None:
         samples_per_class=6,
         iterations=30,
         eval_every=7,
+        log_every=3,
         warmup=0,
         bank_start=0,
     )

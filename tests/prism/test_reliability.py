@@ -4,10 +4,14 @@ from the run's own config, and train_seconds kept over sessions."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 from cli_checks import one_line_error
+from PIL import Image
 
+from noisekit.manifest import Manifest, ManifestMeta, make_frame, write_manifest
 from noisekit.sources.build import build
 from prism.cli import app
 
@@ -49,3 +53,32 @@ def test_one_rule_for_a_run_folder(runner, home: Path, tmp_path: Path) -> None:
 
 def test_no_silent_default_dataset(runner, home: Path, tmp_path: Path) -> None:
     one_line_error(runner.invoke(app, ["train", "--out", str(tmp_path / "r")]), "--dataset: which dataset?")
+
+
+def _photos(home: Path, n: int = 48) -> Path:
+    """A dataset of 160 x 150 JPEGs (above the small-image size, so a DataLoader's workers decode them): 8 classes of
+    6, 0-3 train, 4-7 test. Returns its manifest."""
+    rng = np.random.default_rng(0)
+    folder = home / "photos" / "images"
+    folder.mkdir(parents=True)
+    for i in range(n):
+        pixels = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((160, 150), Image.BILINEAR).save(folder / f"{i:03d}.jpg", quality=90)
+    labels = np.arange(n) // 6
+    frame = make_frame([f"{i:03d}" for i in range(n)], [f"images/{i:03d}.jpg" for i in range(n)],
+                       np.where(labels < 4, "train", "test"), labels)  # fmt: skip
+    meta = ManifestMeta("photos", str(home / "photos"), tuple(f"c{k}" for k in range(8)))
+    return write_manifest(Manifest(frame, meta), home / "photos" / "clean.parquet")
+
+
+def test_a_broken_image_read_by_a_worker_is_one_line(runner, home: Path, tmp_path: Path) -> None:
+    manifest = _photos(home)
+    for i in range(1, 24):  # every training image but the first, whose header sets the run's defaults
+        broken = home / "photos" / "images" / f"{i:03d}.jpg"
+        broken.write_bytes(broken.read_bytes()[:2000])  # a truncated JPEG: its header reads, its pixels do not
+    args = ["train", "--dataset", str(manifest), "--arch", "resnet18", "--weights", "random", "--image-size", "32",
+            "-P", "2", "-K", "3", "--iterations", "6", "--val-fraction", "0", "--workers", "2"]  # fmt: skip
+    # torch re-raises a worker's error as "Caught NoisekitError in DataLoader worker process 0" and its traceback
+    line = one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "r")]), "cannot read image (image file")
+    folder = re.escape(str(broken.parent))
+    assert re.fullmatch(rf"error: {folder}/0[0-2]\d\.jpg: cannot read image \(.*truncated.*\)", line)
