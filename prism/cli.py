@@ -157,14 +157,9 @@ def train(
     try:
         summary = run_train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
-        saved = (Path(cfg.out) / "last.pt").is_file()
-        typer.echo(
-            f"interrupted; resume with prism train --resume --out {cfg.out}"
-            if saved
-            else "interrupted before the first checkpoint; nothing to resume",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+        if (Path(cfg.out) / "last.pt").is_file():
+            raise KeyboardInterrupt(f"interrupted; resume with prism train --resume --out {cfg.out}") from None
+        raise KeyboardInterrupt("interrupted before the first checkpoint; nothing was written") from None
     if "stopped_at" in summary:
         typer.echo(f"stopped at iteration {summary['stopped_at']}; resume with --resume --out {cfg.out}")
         return
@@ -261,7 +256,12 @@ def grid(
         flags["methods"] = "all"
     plan = load_grid(grid_file, flags | ({"options": options} if options else {}))
     paper = read_paper_table(paper_table) if paper_table is not None else None
-    run_grid(plan, paper=paper, echo=typer.echo)
+    try:
+        run_grid(plan, paper=paper, echo=typer.echo)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            "interrupted; run the same command again to continue (finished runs are kept, a checkpointed one resumes)"
+        ) from None
 
 
 @app.command("eval")

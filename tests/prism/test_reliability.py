@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +87,41 @@ def test_a_broken_image_read_by_a_worker_is_one_line(runner, home: Path, tmp_pat
     line = one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "r")]), "cannot read image (image file")
     folder = re.escape(str(broken.parent))
     assert re.fullmatch(rf"error: {folder}/0[0-2]\d\.jpg: cannot read image \(.*truncated.*\)", line)
+    assert not (tmp_path / "r").exists()  # a failed start leaves no folder holding only config.yaml
+
+
+def _interrupt(command: list[str], ready: Callable[[int], bool]) -> subprocess.CompletedProcess:
+    """Run ``command`` in a real process, send it SIGINT (Ctrl-C) once ``ready(pid)``, and return what it did."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not ready(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_no_run(runner, home: Path, tmp_path: Path) -> None:
+    build("digits")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "prism", "train", "--dataset", "digits", "--iterations", "100000",
+               "--eval-every", "100000", "--workers", "0", "--out", str(out)]  # fmt: skip
+    done = _interrupt(command, lambda pid: (out / "config.yaml").is_file())  # written as the loop starts
+    assert done.returncode == 130 and "Traceback" not in done.stderr
+    assert done.stderr == "interrupted before the first checkpoint; nothing was written\n"
+    assert not out.exists()  # no folder holding only config.yaml, which --resume could not continue
+    resumed = runner.invoke(app, ["train", "--dataset", "digits", "--resume", "--out", str(out)])
+    one_line_error(resumed, "no last.pt", "without --resume")
+
+
+def test_ctrl_c_in_noisekit_make_is_one_line_and_writes_nothing(home: Path, tmp_path: Path) -> None:
+    build("digits")
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    command = [sys.executable, "-m", "noisekit", "make", "small-cluster", "--dataset", "digits", "--rate", "0.5",
+               "--weights", "random", "--workers", "1"]  # fmt: skip
+    # the feature pass has begun once the DataLoader's worker process exists
+    done = _interrupt(command, lambda pid: bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().strip()))
+    assert done.returncode == 130 and done.stderr == "interrupted; nothing was written\n", done.stderr
+    after = sorted(p.relative_to(home) for p in home.rglob("*"))
+    assert [p for p in after if p not in before and p.parts[0] != ".locks"] == []
