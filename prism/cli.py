@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from noisekit.cli import HELP, user_errors
 from noisekit.errors import NotBuilt
@@ -57,7 +58,7 @@ _MCL_NORM = Annotated[
 _SAMPLER = Annotated[str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")]
 _PROXY_LR = Annotated[
     float | None,
-    typer.Option(help="Learning rate of proxies and centres, no weight decay (default per method: README)"),
+    typer.Option(help="Learning rate of proxies and centres, no weight decay"),
 ]
 _VAL_FRACTION = Annotated[
     float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
@@ -79,7 +80,21 @@ _NOT_OPTIONS = (
 )  # train's flags that are no TrainConfig field
 
 
-@app.command()
+class TrainCommand(TyperCommand):
+    """``prism train``: every option is None in its signature, since a preset, --config or the data may set it;
+    its help says the default that applies when none does (from prism.config.option_defaults)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from prism.config import option_defaults
+
+        defaults = option_defaults()
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.name in defaults:
+                param.help = f"{param.help} (default: {defaults[param.name]})"
+
+
+@app.command(cls=TrainCommand)
 @user_errors
 def train(
     dataset: _DATASET = None,

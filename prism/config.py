@@ -238,6 +238,34 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
     )
 
 
+# the options `resolve` derives from the data when they are left out, and its rule for each
+DERIVED = {
+    "arch": "small_cnn for images of at most 128 px, else resnet50",
+    "image_size": "28 px at most for small_cnn, else 224",
+    "classes_per_batch": "min(16, training classes)",
+    "samples_per_class": "max(4, 64 // classes per batch)",
+    "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
+    "eval_every": "iterations // 10",
+    "log_every": "iterations // 50, at least 1",
+    "warmup": "0 pretrained; from scratch 0.375 of the iterations",
+    "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
+    "proxy_lr": "the method's rate from --lr (prism methods)",
+}
+
+
+def option_defaults() -> dict[str, str]:
+    """Each option's default as ``prism train --help`` shows it: TrainConfig's value, or the rule that derives it
+    from the data. Read from the dataclass, so the help cannot go stale."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in DERIVED:
+            source = "the method" if f.name == "proxy_lr" else "the data"
+            out[f.name] = f"derived from {source}: {DERIVED[f.name]}"
+        elif f.default is not None and f.name != "dataset":  # no dataset is assumed: prism train asks for one
+            out[f.name] = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    return out
+
+
 def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
     """``values`` with older option names under their current ones (``loss`` -> ``method``, ``prism: bool`` ->
     ``filter``); an old and a new name that disagree are an error."""
@@ -352,23 +380,11 @@ def dump(config: TrainConfig) -> str:
 def dump_unresolved(config: TrainConfig, *, why: str) -> str:
     """The config as YAML before the data is there: each option the data would derive is ``null`` with a comment
     naming the rule that fills it (``resolve``), and a leading comment says why it is not resolved."""
-    derived = {
-        "arch": "small_cnn for images of at most 128 px, else resnet50",
-        "image_size": "28 px at most for small_cnn, else 224",
-        "classes_per_batch": "min(16, training classes)",
-        "samples_per_class": "max(4, 64 // classes per batch)",
-        "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
-        "eval_every": "iterations // 10",
-        "log_every": "iterations // 50, at least 1",
-        "warmup": "0 pretrained; from scratch 0.375 of the iterations",
-        "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
-        "proxy_lr": "the method's rate from --lr (prism methods)",
-    }
     lines = [f"# not resolved: {why.splitlines()[0]}"]
     for line in dump(config).splitlines():
         key, _, value = line.partition(":")
         unset = value.strip() == "null" or (key == "arch" and value.strip() == "auto")
-        lines.append(f"{line}  # derived from the data: {derived[key]}" if unset and key in derived else line)
+        lines.append(f"{line}  # derived from the data: {DERIVED[key]}" if unset and key in DERIVED else line)
     return "\n".join(lines) + "\n"
 
 
