@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from noisekit.errors import NoisekitError
+from noisekit.errors import NoisekitError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,16 +28,24 @@ app = typer.Typer(
 )
 
 
+INTERRUPTED = "interrupted; nothing was written"
+
+
 def user_errors(func: F) -> F:
-    """Turn :class:`NoisekitError` into ``error: <message>`` on stderr and exit status 2, with no traceback."""
+    """Turn :class:`NoisekitError` into ``error: <message>`` on stderr and exit status 2, and Ctrl-C into one line
+    and exit status 130, with no traceback. A command that can be continued raises ``KeyboardInterrupt(line)``
+    saying how; the others write through temporary files, so an interruption leaves nothing of theirs behind."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except NoisekitError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            typer.echo(str(exc) or INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -365,7 +373,12 @@ def crawl(
         retry_failed=retry_failed,
         url_rewrites=rewrites,
     )
-    typer.echo(run_crawl(manifest, out, options).line())
+    try:
+        typer.echo(run_crawl(manifest, out, options).line())
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted; continue with the same command and --resume (rows done in {out} are kept)"
+        ) from None
 
 
 def main() -> None:

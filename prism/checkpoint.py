@@ -18,6 +18,8 @@ from noisekit.manifest import atomic_path
 from prism.config import TrainConfig, canonical
 
 # options that may differ between a run and its resumption; everything else must match the checkpoint
+# what only last.pt carries: the state that continues training, not the model that checkpoint.pt shares
+RESUME_ONLY = ("optimizer", "scheduler")
 RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace", "compile"}
 
 
@@ -131,3 +133,23 @@ def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) ->
 def write_metrics(state: RunState, out: Path) -> None:
     with atomic_path(out / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in state.history))
+
+
+RUN_FILES = ("config.yaml", "last.pt", "checkpoint.pt", "metrics.jsonl", "summary.json", "curves.png", "trace.pt")
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """One rule for a run's folder, as noisekit's for a variant: a folder that holds a run (``last.pt``) is continued
+    with ``resume`` or replaced with ``overwrite``, never silently; ``resume`` needs a checkpoint to continue."""
+    if out.exists() and not out.is_dir():
+        raise NoisekitError(f"--out {out} is a file; expected a folder for the run's outputs")
+    last = out / "last.pt"
+    if resume and not last.is_file():
+        raise NoisekitError(
+            f"--resume: {out} holds no last.pt (the run stopped before its first checkpoint, or never ran there); "
+            "run again without --resume to start it"
+        )
+    if not resume and last.is_file() and not overwrite:
+        raise NoisekitError(
+            f"--out {out} holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
+        )

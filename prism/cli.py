@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from noisekit.cli import HELP, user_errors
 from noisekit.errors import NotBuilt
@@ -61,7 +62,7 @@ _MCL_NORM = Annotated[
 _SAMPLER = Annotated[str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")]
 _PROXY_LR = Annotated[
     float | None,
-    typer.Option(help="Learning rate of proxies and centres, no weight decay (default per method: README)"),
+    typer.Option(help="Learning rate of proxies and centres, no weight decay"),
 ]
 _VAL_FRACTION = Annotated[
     float | None, typer.Option(help="Share of training classes held out for validation (0: select the last model)")
@@ -83,7 +84,21 @@ _NOT_OPTIONS = (
 )  # train's flags that are no TrainConfig field
 
 
-@app.command()
+class TrainCommand(TyperCommand):
+    """``prism train``: every option is None in its signature, since a preset, --config or the data may set it;
+    its help says the default that applies when none does (from prism.config.option_defaults)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from prism.config import option_defaults
+
+        defaults = option_defaults()
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.name in defaults:
+                param.help = f"{param.help} (default: {defaults[param.name]})"
+
+
+@app.command(cls=TrainCommand)
 @user_errors
 def train(
     dataset: _DATASET = None,
@@ -162,14 +177,9 @@ def train(
     try:
         summary = run_train(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
-        saved = (Path(cfg.out) / "last.pt").is_file()
-        typer.echo(
-            f"interrupted; resume with prism train --resume --out {cfg.out}"
-            if saved
-            else "interrupted before the first checkpoint; nothing to resume",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+        if (Path(cfg.out) / "last.pt").is_file():
+            raise KeyboardInterrupt(f"interrupted; resume with prism train --resume --out {cfg.out}") from None
+        raise KeyboardInterrupt("interrupted before the first checkpoint; nothing was written") from None
     if "stopped_at" in summary:
         typer.echo(f"stopped at iteration {summary['stopped_at']}; resume with --resume --out {cfg.out}")
         return
@@ -211,9 +221,11 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="One JSON list 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'method':<19}{'kind':<15}{'filter':<7}{'uses':<52}reference")
-    for r in rows:
-        typer.echo(f"{r['name']:<19}{r['kind']:<15}{'yes' if r['filter'] else 'no':<7}{r['uses']:<52}{r['reference']}")
+    table = [("method", "kind", "filter", "uses", "reference")]
+    table += [(r["name"], r["kind"], "yes" if r["filter"] else "no", r["uses"], r["reference"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]  # from the content: columns never run together
+    for row in table:
+        typer.echo("".join(f"{cell:<{w + 2}}" for cell, w in zip(row, widths, strict=False)) + row[-1])
 
 
 @app.command()
@@ -264,7 +276,12 @@ def grid(
         flags["methods"] = "all"
     plan = load_grid(grid_file, flags | ({"options": options} if options else {}))
     paper = read_paper_table(paper_table) if paper_table is not None else None
-    run_grid(plan, paper=paper, echo=typer.echo)
+    try:
+        run_grid(plan, paper=paper, echo=typer.echo)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            "interrupted; run the same command again to continue (finished runs are kept, a checkpointed one resumes)"
+        ) from None
 
 
 @app.command("eval")

@@ -26,6 +26,58 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "select": ("last", "val"),
     "transition": ("estimate", "known"),
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option allows: from ``low`` to ``high``, each end included or not."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    why: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        # written so that NaN is outside every range
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        why = f" ({self.why})" if self.why else ""
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}{why}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}{why}"
+
+
+POSITIVE, COUNT, AT_LEAST_ONE = Range(0, low_open=True), Range(0), Range(1)
+SHARE = Range(0, 1)  # [0, 1)
+# every numeric option's allowed values, checked in TrainConfig.__post_init__ whatever set it (flag, --config YAML,
+# preset, grid options, checkpoint); tests/prism/test_ranges.py checks that each numeric option has one
+RANGES = {
+    "filter_rate": SHARE,
+    "window": AT_LEAST_ONE,
+    "bank_start": COUNT,
+    "warmup": COUNT,
+    "iterations": AT_LEAST_ONE,
+    "seed": COUNT,
+    "embed_dim": AT_LEAST_ONE,
+    "classes_per_batch": Range(2, why="metric learning needs negatives"),
+    "samples_per_class": Range(2, why="pair losses need a positive per sample"),
+    "lr": POSITIVE,
+    "weight_decay": COUNT,
+    "proxy_lr": POSITIVE,
+    "crop_scale": Range(0, 1, low_open=True, high_open=False),
+    "bank_size": COUNT,
+    "memory_weight": COUNT,
+    "val_fraction": SHARE,
+    "eval_every": AT_LEAST_ONE,
+    "log_every": AT_LEAST_ONE,
+    "image_size": AT_LEAST_ONE,
+    "workers": COUNT,
+    "stop_at": COUNT,
+}
 ALIASES = {"loss": "method"}  # older option names still read (YAML files, checkpoints); prism: true/false -> filter
 PRESETS = Path(__file__).parent / "presets"
 
@@ -75,7 +127,7 @@ class TrainConfig:
     # the training labels (at 50% noise on omniglot it picked iteration 200 of 2,000, bench/README.md)
     select: str = "last"
     eval_every: int | None = None
-    log_every: int = 50
+    log_every: int | None = None  # iterations between logged steps (curves.png); None: about LOGGED per run
     image_size: int | None = None
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
@@ -97,27 +149,12 @@ class TrainConfig:
                 raise NoisekitError(f"--{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.arch not in ARCHS:
             raise NoisekitError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in (
-            "iterations", "window", "classes_per_batch", "samples_per_class", "embed_dim", "eval_every", "image_size"
-        ):  # fmt: skip
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise NoisekitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup is not None and self.warmup < 0:
-            raise NoisekitError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.classes_per_batch is not None and self.classes_per_batch < 2:
-            raise NoisekitError(
-                f"--classes-per-batch must be >= 2 (metric learning needs negatives), got {self.classes_per_batch}"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise NoisekitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise NoisekitError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
         if self.arch == "bninception" and self.image_size is not None and self.image_size % 32:
             raise NoisekitError(f"--image-size must be a multiple of 32 for bninception, got {self.image_size}")
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise NoisekitError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        if self.bank_start is not None and self.bank_start < 0:
-            raise NoisekitError(f"--bank-start must be >= 0, got {self.bank_start}")
-        if self.proxy_lr is not None and self.proxy_lr <= 0:
-            raise NoisekitError(f"--proxy-lr must be > 0, got {self.proxy_lr}")
 
     @property
     def filtered(self) -> bool:
@@ -142,6 +179,7 @@ PRETRAINED_ITERATIONS = 4000  # the authors' CARS-98N setting (configs/CARSN/Mem
 SCRATCH_EPOCHS = 60  # a randomly initialised backbone trains for about this many passes over the data ...
 SCRATCH_ITERATIONS = (400, 4000)  # ... within these bounds
 SCRATCH_WARMUP = 0.375  # and PRISM starts after this share of the iterations
+LOGGED = 50  # logged steps per run: a short run's curves have points too
 
 
 @dataclass(frozen=True)
@@ -160,7 +198,8 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
       image size: min(side, SMALL_SIZE) for the small CNN, 224 for resnets.
     - P = min(16, classes); K = max(4, BATCH // P), so the batch stays near the paper's 64 with few classes.
     - iterations: pretrained backbones the authors' 4,000; from scratch SCRATCH_EPOCHS passes over the training
-      images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10.
+      images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10,
+      a logged step every iterations // LOGGED.
     - warm-up (PRISM off, every sample trains): 0 for a pretrained backbone, whose first similarity ranking is
       already meaningful; SCRATCH_WARMUP of the iterations for a randomly initialised one, whose first ranking is not.
     - bank start (the memory losses' bank term starts here; XBM's START_ITERATION): 0 for a pretrained backbone
@@ -193,10 +232,39 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         samples_per_class=k,
         iterations=iterations,
         eval_every=config.eval_every or max(1, iterations // 10),
+        log_every=config.log_every or max(1, iterations // LOGGED),
         warmup=warmup,
         bank_start=config.bank_start if config.bank_start is not None else iterations * scratch,
         proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(config.lr),
     )
+
+
+# the options `resolve` derives from the data when they are left out, and its rule for each
+DERIVED = {
+    "arch": "small_cnn for images of at most 128 px, else resnet50",
+    "image_size": "28 px at most for small_cnn, else 224",
+    "classes_per_batch": "min(16, training classes)",
+    "samples_per_class": "max(4, 64 // classes per batch)",
+    "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
+    "eval_every": "iterations // 10",
+    "log_every": "iterations // 50, at least 1",
+    "warmup": "0 pretrained; from scratch 0.375 of the iterations",
+    "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
+    "proxy_lr": "the method's rate from --lr (prism methods)",
+}
+
+
+def option_defaults() -> dict[str, str]:
+    """Each option's default as ``prism train --help`` shows it: TrainConfig's value, or the rule that derives it
+    from the data. Read from the dataclass, so the help cannot go stale."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in DERIVED:
+            source = "the method" if f.name == "proxy_lr" else "the data"
+            out[f.name] = f"derived from {source}: {DERIVED[f.name]}"
+        elif f.default is not None and f.name != "dataset":  # no dataset is assumed: prism train asks for one
+            out[f.name] = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    return out
 
 
 def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
@@ -313,22 +381,11 @@ def dump(config: TrainConfig) -> str:
 def dump_unresolved(config: TrainConfig, *, why: str) -> str:
     """The config as YAML before the data is there: each option the data would derive is ``null`` with a comment
     naming the rule that fills it (``resolve``), and a leading comment says why it is not resolved."""
-    derived = {
-        "arch": "small_cnn for images of at most 128 px, else resnet50",
-        "image_size": "28 px at most for small_cnn, else 224",
-        "classes_per_batch": "min(16, training classes)",
-        "samples_per_class": "max(4, 64 // classes per batch)",
-        "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
-        "eval_every": "iterations // 10",
-        "warmup": "0 pretrained; from scratch 0.375 of the iterations",
-        "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
-        "proxy_lr": "the method's rate from --lr (prism methods)",
-    }
     lines = [f"# not resolved: {why.splitlines()[0]}"]
     for line in dump(config).splitlines():
         key, _, value = line.partition(":")
         unset = value.strip() == "null" or (key == "arch" and value.strip() == "auto")
-        lines.append(f"{line}  # derived from the data: {derived[key]}" if unset and key in derived else line)
+        lines.append(f"{line}  # derived from the data: {DERIVED[key]}" if unset and key in DERIVED else line)
     return "\n".join(lines) + "\n"
 
 

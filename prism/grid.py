@@ -267,7 +267,8 @@ def markdown(frame: pd.DataFrame, metric: str = "test.precision_at_1", paper: pd
                 out.append("-")
                 continue
             mean, std, n = cells[(r, c)]
-            text = f"{mean:.2f} +- {std:.2f}" + (f" (n={n})" if n < 3 else "")
+            # one seed has no spread: its value alone, marked (n=1), never a "+- 0.00" that reads as measured
+            text = f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} +- {std:.2f}" + (f" (n={n})" if n < 3 else "")
             out.append(f"**{text}**" if np.isclose(mean, best[c]) else text)
         lines.append(f"| {r} | {' | '.join(out)} |")
     text = "\n".join(lines) + "\n"

@@ -181,7 +181,7 @@ def plot_curves(state: RunState, path: Path, *, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.6))
     its = [row["iteration"] for row in state.history]
     for key, name in (("precision_at_1", "P@1"), ("mean_average_precision_at_r", "MAP@R")):
         if state.history and key in state.history[0]:
@@ -199,12 +199,12 @@ def plot_curves(state: RunState, path: Path, *, title: str) -> None:
             )
     left.set(xlabel="iteration", title="validation retrieval", ylim=(0, 1))
     if left.lines:  # no validation split (--val-fraction 0): an empty panel
-        left.legend(loc="lower right", fontsize=8)
+        left.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # beside, not on, the curves
     steps = state.steps
     for key, name in (("flag_precision", "flagged precision"), ("flag_recall", "flagged recall"), ("kept", "kept")):
         right.plot([s["iteration"] for s in steps], [np.nan if s[key] is None else s[key] for s in steps], label=name)
     right.set(xlabel="iteration", title="PRISM noise detection (per batch)", ylim=(0, 1.02))
-    right.legend(loc="lower right")
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:

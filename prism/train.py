@@ -20,11 +20,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from noisekit.errors import NoisekitError
 from noisekit.progress import progress as progress_bar
 from prism.checkpoint import (
+    RESUME_ONLY,
+    RUN_FILES,
     NoiseTracker,
     RunState,
+    check_out,
     check_same_config,
     checkpoint_payload,
     load_checkpoint,
@@ -306,30 +308,10 @@ def validate(
         state.best_score, state.best_iteration = score, state.iteration
     if ctx.is_main:
         payload = parts.payload(config, state)  # one copy of the state serves both files
-        if kept:
-            save_checkpoint(payload, out / "checkpoint.pt")
+        if kept:  # the optimiser's moments (twice the weights) serve only --resume, which reads last.pt
+            save_checkpoint({k: v for k, v in payload.items() if k not in RESUME_ONLY}, out / "checkpoint.pt")
         save_checkpoint(payload, out / "last.pt")
         write_metrics(state, out)
-
-
-RUN_FILES = ("config.yaml", "last.pt", "checkpoint.pt", "metrics.jsonl", "summary.json", "curves.png", "trace.pt")
-
-
-def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """One rule for a run's folder, as noisekit's for a variant: a folder that holds a run (``last.pt``) is continued
-    with ``resume`` or replaced with ``overwrite``, never silently; ``resume`` needs a checkpoint to continue."""
-    if out.exists() and not out.is_dir():
-        raise NoisekitError(f"--out {out} is a file; expected a folder for the run's outputs")
-    last = out / "last.pt"
-    if resume and not last.is_file():
-        raise NoisekitError(
-            f"--resume: {out} holds no last.pt (the run stopped before its first checkpoint, or never ran there); "
-            "run again without --resume to start it"
-        )
-    if not resume and last.is_file() and not overwrite:
-        raise NoisekitError(
-            f"--out {out} holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
-        )
 
 
 def train(
@@ -339,10 +321,19 @@ def train(
 
     Under ``torchrun`` every rank runs this function; only rank 0 writes files.
     """
-    check_out(Path(config.out), resume=resume, overwrite=overwrite)
+    out = Path(config.out)
+    check_out(out, resume=resume, overwrite=overwrite)
+    created = not out.exists()
     ctx = setup(config.device)
     try:
         return _train(config, ctx, resume=resume, progress=progress and ctx.is_main)
+    except BaseException:
+        # failed or interrupted before the first checkpoint: leave no folder that looks like a run but holds none
+        if ctx.is_main and not (out / "last.pt").is_file():
+            (out / "config.yaml").unlink(missing_ok=True)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
     finally:
         teardown(ctx)
 

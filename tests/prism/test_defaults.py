@@ -14,7 +14,7 @@ from noisekit.noise.common import save_variant
 from noisekit.noise.symmetric import symmetric
 from noisekit.sources.build import build
 from prism.cli import app
-from prism.config import DataShape, TrainConfig, resolve
+from prism.config import DataShape, TrainConfig, option_defaults, resolve
 from prism.data import prepare
 from prism.train import train
 
@@ -61,6 +61,7 @@ def test_explicit_values_win() -> None:
         samples_per_class=6,
         iterations=30,
         eval_every=7,
+        log_every=3,
         warmup=0,
         bank_start=0,
     )
@@ -107,3 +108,18 @@ def test_warmup_on_omniglot_is_reported_and_respected(home: Path, tmp_path: Path
 
 def test_negative_warmup_is_one_line(runner) -> None:
     one_line_error(runner.invoke(app, ["train", "--warmup", "-1"]), "--warmup", ">= 0")
+
+
+def test_train_help_says_every_default(runner) -> None:
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
+    assert "Adam learning rate (default: 0.0003)" in lines["--lr"]
+    assert "(default: derived from the data: min(16, training classes))" in lines["--classes-per-batch"]
+    assert "(default: derived from the method: " in lines["--proxy-lr"]
+    assert "(default: 2)" in lines["--workers"] and "(default: false)" in lines["--compile"]
+    # read from TrainConfig: every option it has a default for says it
+    for name, default in option_defaults().items():
+        flag = f"--{name.replace('_', '-')}"
+        if flag in lines:
+            assert f"(default: {default})" in lines[flag], flag

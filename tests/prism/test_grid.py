@@ -19,7 +19,7 @@ from noisekit.manifest import read_manifest
 from noisekit.noise.common import save_variant
 from noisekit.paths import resolve_manifest
 from prism.cli import app
-from prism.grid import load_grid, run_grid, status
+from prism.grid import load_grid, markdown, run_grid, status
 from prism.train import train
 
 FLAGS = {"datasets": ["digits"], "variants": ["symmetric-0.5"], "methods": ["mcl", "contrastive"],
@@ -129,3 +129,13 @@ def test_grids_that_cannot_run_fail_before_any_run(noisy_digits: str, tmp_path: 
     with pytest.raises(NoisekitError, match="open-set"):
         _grid(tmp_path / "g", variants=["symmetric-0.5", "small_cluster-0.5"], methods=["mcl", "fcorrection"])
     assert not (tmp_path / "g").exists()
+
+
+def test_one_seed_shows_its_value_without_a_spread() -> None:
+    frame = pd.DataFrame(
+        {"run": ["mcl", "mcl", "mcl+prism"], "dataset": ["digits"] * 3, "variant": ["clean"] * 3,
+         "test.precision_at_1": [0.5, 0.7, 0.9]}
+    )  # fmt: skip
+    lines = markdown(frame).splitlines()
+    assert lines[2] == "| mcl | 60.00 +- 14.14 (n=2) |"
+    assert lines[3] == "| mcl+prism | **90.00 (n=1)** |"  # one seed: no "+- 0.00", which would read as measured

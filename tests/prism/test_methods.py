@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,15 @@ def test_methods_command_lists_the_registry(runner) -> None:
     rows = json.loads(result.output)
     assert result.exit_code == 0 and [r["name"] for r in rows] == list(METHODS)
     assert set(rows[0]) == {"name", "kind", "reference", "uses", "filter"}
+
+
+def test_methods_table_parses_back(runner) -> None:
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # columns sized from their content: two spaces at least between any two, so a split on them gives the rows back
+    parsed = [re.split(r" {2,}", line.rstrip()) for line in lines]
+    assert parsed[0] == ["method", "kind", "filter", "uses", "reference"]
+    expected = [[m.name, r["kind"], "yes" if r["filter"] else "no", r["uses"], r["reference"]]
+                for m, r in zip(METHODS.values(), (m.row() for m in METHODS.values()), strict=True)]  # fmt: skip
+    assert parsed[1:] == expected

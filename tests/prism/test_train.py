@@ -214,3 +214,29 @@ def test_metrics_equal_pml_on_trained_embeddings(noisy_digits: str, tmp_path: Pa
     ref = calc.get_accuracy(torch.from_numpy(emb), torch.from_numpy(labels))
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_a_short_run_logs_enough_points_for_its_curves(runner, noisy_digits: str, tmp_path: Path) -> None:
+    out = tmp_path / "short"
+    args = ["train", "--dataset", noisy_digits, "--iterations", "40", "-P", "5", "-K", "4", "--workers", "0"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    steps = json.loads(torch.load(out / "last.pt", weights_only=True)["steps"])
+    # the log interval follows the run's length (about 50 points), not a fixed 50 iterations that gave one point
+    assert [s["iteration"] for s in steps] == list(range(1, 41))
+    assert "log_every: 1" in (out / "config.yaml").read_text()
+
+
+def test_checkpoint_carries_no_optimiser_state_and_still_evaluates(runner, noisy_digits: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--dataset", noisy_digits, "--iterations", "6", "-P", "5", "-K", "4", "--workers", "0"]
+    assert runner.invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    best = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    # the optimiser's Adam moments are twice the weights: only --resume needs them, and it reads last.pt
+    assert "optimizer" not in best and "scheduler" not in best and "model" in best
+    assert last["optimizer"]["state"] and "scheduler" in last
+    assert (out / "checkpoint.pt").stat().st_size < (out / "last.pt").stat().st_size
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", noisy_digits])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["iteration"] == 6
