@@ -238,12 +238,29 @@ def check_inside(manifest: Manifest, *, where: str = "manifest") -> None:
             )
 
 
+def temp_beside(target: Path, *, directory: bool = False) -> Path:
+    """Create an empty temporary file (or folder) with a fresh name beside ``target``.
+
+    Unlike ``tempfile.mkstemp``/``mkdtemp`` (always 0600/0700), it is created with the mode the umask gives any new
+    file or folder, so what is renamed onto ``target`` is as readable as a file written in place would be."""
+    for name in tempfile._get_candidate_names():  # noqa: SLF001 - the stdlib's own collision-free name source
+        path = target.parent / f".{target.name}.{name}.tmp"
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable: the candidate names never run out")
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = str(temp_beside(target))
     try:
         yield Path(tmp)
         os.replace(tmp, target)

@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import pandas as pd
 
 from noisekit.errors import NoisekitError
 from noisekit.hub.published import SPLIT_NAMES, read_folder
-from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest, write_manifest
+from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest, temp_beside, write_manifest
 from noisekit.paths import data_home
 
 if TYPE_CHECKING:
@@ -249,7 +248,7 @@ def materialise(repo_or_dir: str, config: str | None = None) -> Manifest:
 
     record = read_folder(Path(source)).configs.get(config) if Path(source).is_dir() else None
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".images-", dir=folder))
+    staging = temp_beside(folder / "images", directory=True)
     try:
         rows = _write_images(data, staging, where=f"{repo_or_dir}:{config}")
         images = folder / "images"
