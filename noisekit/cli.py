@@ -131,9 +131,11 @@ def _variant(value: str | None) -> str | None:
 
 
 def _report_variant(path: Path, report: dict, start: float) -> None:
+    from noisekit.noise.report import rate_words
+
     typer.echo(
-        f"{report['dataset']}/{report['variant']}: requested {report['requested_rate']}, realised "
-        f"{report['realised_rate']:.4f} ({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
+        f"{report['dataset']}/{report['variant']}: {rate_words(report['requested_rate'], report['realised_rate'])} "
+        f"({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
         f"in {time.perf_counter() - start:.1f}s -> {path}"
     )
 

@@ -44,6 +44,13 @@ def noise_report(manifest: Manifest, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rate_words(requested: float | None, realised: float | None) -> str:
+    """``requested R, realised X``; an imported list has no requested rate, so only what is known is said."""
+    words = [] if requested is None else [f"requested {requested}"]
+    words += [] if realised is None else [f"realised {realised:.4f}"]
+    return ", ".join(words)
+
+
 def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:
     import matplotlib
 
@@ -62,12 +69,8 @@ def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> Non
         sizes = sorted(hist, key=int)
         ax.bar([str(s) for s in sizes], [hist[s] for s in sizes], color="tab:blue")
         ax.set(xlabel="cluster size (images)", ylabel="clusters", title="Small Cluster: cluster sizes")
-    rate = report.get("realised_rate")
-    fig.suptitle(
-        f"{report['dataset']}/{report['variant']}: requested {report.get('requested_rate')}, realised {rate:.4f}"
-        if rate is not None
-        else f"{report['dataset']}/{report['variant']}"
-    )
+    rates = rate_words(report.get("requested_rate"), report.get("realised_rate"))
+    fig.suptitle(f"{report['dataset']}/{report['variant']}" + (f": {rates}" if rates else ""))
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
