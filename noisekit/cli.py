@@ -150,12 +150,15 @@ def make_symmetric(
     Example: noisekit make symmetric --dataset cars --rate 0.2 --seed 0
     """
     from noisekit.noise.common import load_clean, save_variant
-    from noisekit.noise.symmetric import symmetric
+    from noisekit.noise.symmetric import rounding_warning, symmetric
 
     start = time.perf_counter()
     noisy = symmetric(load_clean(dataset), rate=rate, seed=seed, variant=_variant(variant))
     path, report = save_variant(noisy, overwrite=overwrite)
     _report_variant(path, report, start)
+    warning = rounding_warning(report, report["train_images"])
+    if warning:
+        typer.echo(warning, err=True)
 
 
 @make_app.command("small-cluster")
