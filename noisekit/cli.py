@@ -199,7 +199,8 @@ def make_small_cluster(
     _report_variant(path, report, start)
     typer.echo(
         f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
-        f"{figures['clusters']} clusters; {figures['surviving_classes']} classes survive"
+        f"{figures['clusters']} clusters ({figures['clusters_with_merged_images']} of them holding images merged "
+        f"earlier into a class that dissolved later); {figures['surviving_classes']} classes survive"
     )
 
 
