@@ -20,6 +20,7 @@ from noisekit.errors import NoisekitError
 from noisekit.hub.published import SPLIT_NAMES, read_folder
 from noisekit.manifest import Manifest, ManifestMeta, make_frame, read_manifest, temp_beside, write_manifest
 from noisekit.paths import data_home
+from noisekit.progress import library_bars_off_in_logs
 
 if TYPE_CHECKING:
     import datasets
@@ -115,7 +116,8 @@ def _load(repo_or_dir: str | Path, config: str) -> datasets.DatasetDict:
     import datasets
 
     try:
-        return datasets.load_dataset(_source(repo_or_dir), name=config)
+        with library_bars_off_in_logs():
+            return datasets.load_dataset(_source(repo_or_dir), name=config)
     except Exception as exc:  # datasets raises hub, network, cast and file errors of many types
         raise NoisekitError(f"{repo_or_dir}: cannot load {config!r} ({type(exc).__name__}: {exc})") from None
 
