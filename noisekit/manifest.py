@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -243,17 +243,16 @@ def temp_beside(target: Path, *, directory: bool = False) -> Path:
 
     Unlike ``tempfile.mkstemp``/``mkdtemp`` (always 0600/0700), it is created with the mode the umask gives any new
     file or folder, so what is renamed onto ``target`` is as readable as a file written in place would be."""
-    for name in tempfile._get_candidate_names():  # noqa: SLF001 - the stdlib's own collision-free name source
-        path = target.parent / f".{target.name}.{name}.tmp"
+    while True:
+        path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
         try:
             if directory:
                 os.mkdir(path, 0o777)
             else:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
+        except FileExistsError:  # another writer drew the same name: draw again
             continue
         return path
-    raise AssertionError("unreachable: the candidate names never run out")
 
 
 @contextmanager
