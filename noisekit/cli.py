@@ -140,9 +140,11 @@ def _variant(value: str | None) -> str | None:
 
 
 def _report_variant(path: Path, report: dict, start: float) -> None:
+    from noisekit.noise.report import rate_words
+
     typer.echo(
-        f"{report['dataset']}/{report['variant']}: requested {report['requested_rate']}, realised "
-        f"{report['realised_rate']:.4f} ({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
+        f"{report['dataset']}/{report['variant']}: {rate_words(report['requested_rate'], report['realised_rate'])} "
+        f"({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
         f"in {time.perf_counter() - start:.1f}s -> {path}"
     )
 
@@ -157,12 +159,15 @@ def make_symmetric(
     Example: noisekit make symmetric --dataset cars --rate 0.2 --seed 0
     """
     from noisekit.noise.common import load_clean, save_variant
-    from noisekit.noise.symmetric import symmetric
+    from noisekit.noise.symmetric import rounding_warning, symmetric
 
     start = time.perf_counter()
     noisy = symmetric(load_clean(dataset), rate=rate, seed=seed, variant=_variant(variant))
     path, report = save_variant(noisy, overwrite=overwrite)
     _report_variant(path, report, start)
+    warning = rounding_warning(report, report["train_images"])
+    if warning:
+        typer.echo(warning, err=True)
 
 
 @make_app.command("small-cluster")
@@ -203,7 +208,8 @@ def make_small_cluster(
     _report_variant(path, report, start)
     typer.echo(
         f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
-        f"{figures['clusters']} clusters; {figures['surviving_classes']} classes survive"
+        f"{figures['clusters']} clusters ({figures['clusters_with_merged_images']} of them holding images merged "
+        f"earlier into a class that dissolved later); {figures['surviving_classes']} classes survive"
     )
 
 

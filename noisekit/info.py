@@ -47,10 +47,11 @@ def render(data: dict[str, Any]) -> str:
     )
     noise = data["noise"]
     if noise.get("model"):
-        lines.append(
-            f"noise: {noise['model']}  requested {noise['requested_rate']}  realised {noise['realised_rate']:.4f}  "
-            f"seed {noise['seed']}"
-        )
+        # an imported list has no requested rate or seed: only what is known is shown
+        said = [f"requested {noise['requested_rate']}"] if noise["requested_rate"] is not None else []
+        said += [f"realised {noise['realised_rate']:.4f}"] if noise["realised_rate"] is not None else []
+        said += [f"seed {noise['seed']}"] if noise["seed"] is not None else []
+        lines.append("  ".join([f"noise: {noise['model']}", *said]))
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,12 +247,28 @@ def check_inside(manifest: Manifest, *, where: str = "manifest") -> None:
             )
 
 
+def temp_beside(target: Path, *, directory: bool = False) -> Path:
+    """Create an empty temporary file (or folder) with a fresh name beside ``target``.
+
+    Unlike ``tempfile.mkstemp``/``mkdtemp`` (always 0600/0700), it is created with the mode the umask gives any new
+    file or folder, so what is renamed onto ``target`` is as readable as a file written in place would be."""
+    while True:
+        path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+        return path
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = str(temp_beside(target))
     try:
         yield Path(tmp)
         os.replace(tmp, target)

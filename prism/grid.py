@@ -156,8 +156,9 @@ def status(run: Run) -> str:
     return "interrupted" if (run.out / "last.pt").is_file() else "new"
 
 
-def _execute(run: Run, threads: int) -> tuple[Run, float, float]:
-    """Train one run (resuming it when interrupted); returns it, its wall time and its test P@1."""
+def _execute(run: Run, threads: int, progress: bool = False) -> tuple[Run, float, float]:
+    """Train one run (resuming it when interrupted); returns it, its wall time and its test P@1. Only a run alone
+    in this process shows training progress: bars of parallel runs would overwrite each other on a terminal."""
     import torch
 
     from prism.train import train
@@ -165,7 +166,7 @@ def _execute(run: Run, threads: int) -> tuple[Run, float, float]:
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    summary = train(run.config, resume=status(run) == "interrupted", progress=False)
+    summary = train(run.config, resume=status(run) == "interrupted", progress=progress)
     wall = time.perf_counter() - start
     write_json(run.out / "grid.json", {"wall_seconds": round(wall, 1)})
     return run, wall, summary["test"]["precision_at_1"]
@@ -193,7 +194,7 @@ def run_grid(grid: Grid, *, paper: pd.DataFrame | None = None, echo=print) -> di
 
     if grid.jobs <= 1:
         for run in todo:
-            report(*_execute(run, 0))
+            report(*_execute(run, 0, progress=True))
     else:
         with multiprocessing.get_context("spawn").Pool(grid.jobs, maxtasksperchild=1) as pool:
             for done in pool.imap_unordered(_execute_one, todo):

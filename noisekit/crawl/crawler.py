@@ -225,7 +225,10 @@ def crawl(source: Path, out: Path, options: CrawlOptions = CrawlOptions()) -> Cr
     fetch_urls = [rewrite(u, options.url_rewrites) for u in items.urls]
     if out.exists() and not out.is_dir():
         raise NoisekitError(f"--out {out} is a file; expected a folder for the images and the record")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a parent folder should be, no permission
+        raise NoisekitError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     with _exclusive(out):
         record = _open_record(items, out, fetch_urls, options)
         _remove_debris(out, record)

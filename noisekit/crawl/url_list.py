@@ -3,7 +3,8 @@
 Formats, by extension:
 - ``.csv`` / ``.txt`` (comma) and ``.tsv`` (tab). The first row is a header exactly when one of its fields is
   ``url``; otherwise the file is headerless ``url,label`` (the PRISM authors' CARS-98N format) and its first row
-  is data. With a header, ``url`` is required and ``label`` optional; other columns are ignored.
+  is data, so its first field must be a URL (scheme and host): a header without a ``url`` column is an error. With
+  a header, ``url`` is required and ``label`` optional; other columns are ignored.
 - ``.jsonl`` / ``.ndjson``: one object per line with ``url`` and optionally ``label``.
 - ``.parquet``: columns ``url`` and optionally ``label``.
 
@@ -17,6 +18,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,6 +67,12 @@ def _labels(raw: list[object]) -> list[Label]:
     return [None if gone else str(v) for v, gone in zip(raw, missing, strict=True)]
 
 
+def _looks_like_url(field: str) -> bool:
+    """A scheme and a host: what the first field of a headerless list holds and a header's first name does not."""
+    parts = urlsplit(field.strip())
+    return bool(parts.scheme and parts.netloc)
+
+
 def _read_delimited(path: Path, sep: str) -> tuple[list[str], list[object], list[str]]:
     urls: list[str] = []
     labels: list[object] = []
@@ -83,6 +91,12 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[str], list[object], list
                     url_col, width = names.index("url"), len(names)
                     label_col = names.index("label") if "label" in names else None
                     continue
+                if not _looks_like_url(row[0]):
+                    # a header that misnames the column would otherwise turn every row into a failed bad_url
+                    raise NoisekitError(
+                        f"{path}:{line}: the first row is neither a header with a 'url' column nor a url,label row "
+                        f"(columns found: {', '.join(names)}); name the URL column 'url'"
+                    )
                 url_col, label_col, width = 0, 1, -1  # headerless url[,label]
             if width == -1 and len(row) > 2:
                 raise NoisekitError(f"{path}:{line}: expected url,label, got {len(row)} fields: {sep.join(row)[:80]!r}")

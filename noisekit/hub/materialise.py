@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from noisekit.manifest import (
     escapes,
     make_frame,
     read_manifest,
+    temp_beside,
     validate,
     write_manifest,
 )
@@ -162,7 +162,7 @@ def _with_images(ref: Ref, config: str, data: datasets.DatasetDict) -> Manifest:
             return manifest
     _check_rows(ref, config, data, "image_id")
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".images-", dir=folder))
+    staging = temp_beside(folder / "images", directory=True)
     images = folder / "images"
     try:
         columns = _columns(data)

@@ -13,6 +13,7 @@ from noisekit.errors import NoisekitError
 from noisekit.hub.published import read_folder
 from noisekit.hub.reach import datasets_offline, offline_error, offline_reason
 from noisekit.hub.refs import SPELLINGS, Ref, check_repo_id, parse
+from noisekit.progress import library_bars_off_in_logs
 
 if TYPE_CHECKING:
     import datasets
@@ -103,7 +104,8 @@ def load_config(ref: Ref, config: str) -> datasets.DatasetDict:
     import datasets
 
     try:
-        return datasets.load_dataset(source(ref), name=config)
+        with library_bars_off_in_logs():
+            return datasets.load_dataset(source(ref), name=config)
     except Exception as exc:  # datasets raises hub, network, cast and file errors of many types
         raise _failed(ref, f"load {config!r}", exc) from None
 

@@ -26,7 +26,7 @@ from torchvision import models, transforms
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, atomic_path
 from noisekit.paths import data_home
-from noisekit.progress import progress
+from noisekit.progress import on_terminal, progress
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
@@ -88,7 +88,7 @@ def cached_state_dict(
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=on_terminal())
         except Exception as exc:  # urllib raises URLError, OSError, RuntimeError (hash) among others
             raise NoisekitError(
                 f"{what} weights are not in the torch cache and could not be downloaded from {url} "

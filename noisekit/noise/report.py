@@ -44,6 +44,34 @@ def noise_report(manifest: Manifest, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rate_words(requested: float | None, realised: float | None) -> str:
+    """``requested R, realised X``; an imported list has no requested rate, so only what is known is said."""
+    words = [] if requested is None else [f"requested {requested}"]
+    words += [] if realised is None else [f"realised {realised:.4f}"]
+    return ", ".join(words)
+
+
+def _cluster_sizes(ax: Any, report: dict[str, Any]) -> None:
+    """Stacked bars: clusters of a dissolved class's own images, and those holding images merged into it earlier."""
+    own, merged = report["cluster_size_histogram_own_images_only"], report["cluster_size_histogram_with_merged_images"]
+    sizes = sorted(set(own) | set(merged), key=int)
+    counts_own = [own.get(s, 0) for s in sizes]
+    ax.bar(sizes, counts_own, color="tab:blue", label=f"own images only ({report['clusters_own_images_only']})")
+    ax.bar(
+        sizes,
+        [merged.get(s, 0) for s in sizes],
+        bottom=counts_own,
+        color="tab:orange",
+        label=f"with images merged earlier ({report['clusters_with_merged_images']})",
+    )
+    ax.legend(fontsize="small")
+    ax.set(
+        xlabel="cluster size (images)",
+        ylabel="clusters",
+        title=f"Small Cluster: all {report['clusters']} clusters by size",
+    )
+
+
 def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:
     import matplotlib
 
@@ -51,23 +79,16 @@ def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> Non
     import matplotlib.pyplot as plt
 
     write_json(json_path, report)
-    hist = report.get("cluster_size_histogram")
+    hist = "cluster_size_histogram_own_images_only" in report
     fig, axes = plt.subplots(1, 2 if hist else 1, figsize=(11 if hist else 6, 3.5), squeeze=False)
     counts = np.array(list(report["noisy_per_class"].values()) or [0])
     ax = axes[0, 0]
     ax.bar(range(len(counts)), counts, width=1.0, color="tab:red")
     ax.set(xlabel="clean class (sorted by name)", ylabel="noisy images", title="noisy images per clean class")
     if hist:
-        ax = axes[0, 1]
-        sizes = sorted(hist, key=int)
-        ax.bar([str(s) for s in sizes], [hist[s] for s in sizes], color="tab:blue")
-        ax.set(xlabel="cluster size (images)", ylabel="clusters", title="Small Cluster: cluster sizes")
-    rate = report.get("realised_rate")
-    fig.suptitle(
-        f"{report['dataset']}/{report['variant']}: requested {report.get('requested_rate')}, realised {rate:.4f}"
-        if rate is not None
-        else f"{report['dataset']}/{report['variant']}"
-    )
+        _cluster_sizes(axes[0, 1], report)
+    rates = rate_words(report.get("requested_rate"), report.get("realised_rate"))
+    fig.suptitle(f"{report['dataset']}/{report['variant']}" + (f": {rates}" if rates else ""))
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -79,8 +79,11 @@ def apply(manifest: Manifest, features: np.ndarray, the_plan: Plan) -> tuple[np.
     current = manifest.split("train")["clean_label"].to_numpy().copy()
     if len(features) != len(current):
         raise NoisekitError(f"features cover {len(features)} images, the training split has {len(current)}")
+    own_class = current.copy()
     surviving = set(np.unique(current).tolist())
-    cluster_sizes: list[int] = []
+    # a class that dissolves holds its own images and those merged into it earlier: its clusters are counted apart
+    # by whether they hold only its own images or some merged ones (which thereby move a second time)
+    sizes: dict[str, Counter] = {"own_images_only": Counter(), "with_merged_images": Counter()}
     for c in the_plan.order:
         surviving.discard(int(c))
         members = np.flatnonzero(current == c)
@@ -88,14 +91,17 @@ def apply(manifest: Manifest, features: np.ndarray, the_plan: Plan) -> tuple[np.
         targets = np.array(sorted(surviving))
         cluster_target = targets[the_plan.merge_rng.integers(0, len(targets), size=assign.max() + 1)]
         current[members] = cluster_target[assign]
-        cluster_sizes.extend(int(s) for s in np.bincount(assign) if s)
-    histogram = Counter(cluster_sizes)
+        merged = np.bincount(assign, weights=own_class[members] != c, minlength=assign.max() + 1)
+        for k, size in enumerate(np.bincount(assign)):
+            if size:
+                sizes["with_merged_images" if merged[k] else "own_images_only"][int(size)] += 1
     return current, {
         "dissolved_classes": [manifest.meta.class_names[c] for c in the_plan.order],
         "original_classes": len(surviving) + len(the_plan.order),
         "surviving_classes": len(surviving),
-        "clusters": len(cluster_sizes),
-        "cluster_size_histogram": {str(k): histogram[k] for k in sorted(histogram)},
+        "clusters": sum(sum(h.values()) for h in sizes.values()),
+        **{f"clusters_{kind}": sum(h.values()) for kind, h in sizes.items()},
+        **{f"cluster_size_histogram_{kind}": {str(k): h[k] for k in sorted(h)} for kind, h in sizes.items()},
     }
 
 

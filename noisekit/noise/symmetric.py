@@ -60,6 +60,24 @@ def flip_counts(sizes: np.ndarray, rate: float, rng: np.random.Generator) -> np.
     return out
 
 
+# a realised rate further than this from the requested one reads as another rate in a results table (0.0006 vs 0.001)
+VISIBLE = 0.0005
+
+
+def rounding_warning(noise: dict, train_images: int) -> str | None:
+    """One line when rounding to whole images made the realised rate visibly another rate, or turned a requested
+    rate into no noise or every label wrong (0.9999 on 901 images is all 901); ``None`` otherwise."""
+    requested, realised = noise["requested_rate"], noise["realised_rate"]
+    degenerate = realised in (0.0, 1.0) and realised != requested
+    if abs(realised - requested) <= VISIBLE and not degenerate:
+        return None
+    noisy = round(realised * train_images)
+    return (
+        f"warning: requested rate {requested:g} realised {realised:.4f}: round({requested:g} x {train_images:,} "
+        f"training images) = {noisy:,} noisy label(s)"
+    )
+
+
 def symmetric(manifest: Manifest, *, rate: float, seed: int, variant: str | None = None) -> Manifest:
     """Return the noisy variant of a clean manifest (rows in the same order)."""
     rate = check_rate(rate)

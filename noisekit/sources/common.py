@@ -38,6 +38,17 @@ def require_file(path: Path, *, dataset: str) -> Path:
     return path
 
 
+def decode_line(raw: bytes, *, path: Path, number: int) -> str:
+    """One line of a UTF-8 text list; a byte that is not UTF-8 is an error naming the file, line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NoisekitError(
+            f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def read_rows(
     path: Path,
     *,
@@ -51,9 +62,9 @@ def read_rows(
     ``sep=None`` splits on whitespace. ``header``, when given, must be the first line's fields exactly.
     ``maxsplit`` lets the last field contain the separator (file names with spaces).
     """
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = decode_line(raw, path=path, number=number).rstrip("\r\n")
             if not line.strip():
                 continue
             parts = line.split(sep, maxsplit if maxsplit is not None else -1)

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_checks import one_line_error
 from image_server import COUNTS, Handler, jpeg, png, running, shared_key
 from PIL import Image
 
@@ -422,3 +423,26 @@ def test_cli_crawl(runner, tmp_path: Path) -> None:
         assert zero.exit_code == 2 and "error: --threads must be at least 1, got 0" in zero.output
         missing = runner.invoke(app, ["crawl", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o2")])
         assert missing.exit_code == 2 and "nope.csv does not exist" in missing.output
+
+
+@pytest.mark.parametrize(("header", "sep"), [("link,label", ","), ("label\timage_url", "\t")])
+def test_cli_refuses_a_header_without_url(runner, tmp_path: Path, header: str, sep: str) -> None:
+    listing = tmp_path / ("list.csv" if sep == "," else "list.tsv")
+    listing.write_text(f"{header}\n" + "".join(f"http://127.0.0.1:9/{k}.jpg{sep}{k}\n" for k in range(3)))
+    out = tmp_path / "out"
+    columns = ", ".join(header.split(sep))
+    result = runner.invoke(app, ["crawl", str(listing), "--out", str(out)])
+    one_line_error(result, f"{listing.name}:1: the first row is neither a header with a 'url' column", columns)
+    assert not out.exists()  # the headerless authors' format is test_input_formats_agree's plain.csv
+
+
+def test_cli_refuses_a_file_as_out(runner, tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("http://127.0.0.1:9/a.jpg,0\n")
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+    result = runner.invoke(app, ["crawl", str(listing), "--out", str(taken)])
+    one_line_error(result, f"--out {taken} is a file; expected a folder")
+    below = runner.invoke(app, ["crawl", str(listing), "--out", str(taken / "sub")])
+    one_line_error(below, f"--out {taken / 'sub'}: cannot create the folder (Not a directory)")
+    assert taken.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["list.csv", "taken"]

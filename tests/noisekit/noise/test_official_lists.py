@@ -83,7 +83,11 @@ def test_folder_layout_builds_the_standard_split(cars: Manifest) -> None:
 
 def test_symmetric_list_with_cleaned(runner, cars: Manifest, home: Path) -> None:
     out = _cli(runner, "--list", SYMMETRIC, "--cleaned", SYMMETRIC_CLEANED, "--variant", "prism-symmetric-0.1")
-    assert "cars/prism-symmetric-0.1: requested None, realised 0.1072 (863 of 8,054 training labels noisy)" in out
+    # an imported list has no requested rate and no seed: the summary, info and the report say only what is known
+    assert "cars/prism-symmetric-0.1: realised 0.1072 (863 of 8,054 training labels noisy)" in out
+    assert "None" not in out
+    shown = runner.invoke(app, ["info", "cars/prism-symmetric-0.1"]).output
+    assert "noise: official_list  realised 0.1072\n" in shown and "None" not in shown
     m = read_manifest(home / "cars" / "prism-symmetric-0.1.parquet")
     noise = m.meta.noise
     assert noise["unmapped"] == 0 and noise["dropped_train_rows"] == 0

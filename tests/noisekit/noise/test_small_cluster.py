@@ -49,8 +49,15 @@ def _check_variant(clean: Manifest, noisy: Manifest, rate: float) -> None:
     test = noisy.split("test")
     assert (label_names[test["label"]] == np.array(clean.meta.class_names)[test["clean_label"]]).all()
     # every image of a dissolved class was clustered (some more than once, when their new class dissolved too)
-    hist = json_report(noisy)["cluster_size_histogram"]
-    assert sum(int(k) * v for k, v in hist.items()) >= len(moved)
+    report = json_report(noisy)
+    own = report["cluster_size_histogram_own_images_only"]
+    merged = report["cluster_size_histogram_with_merged_images"]
+    assert sum(int(k) * v for k, v in own.items()) + sum(int(k) * v for k, v in merged.items()) >= len(moved)
+    assert report["clusters"] == sum(own.values()) + sum(merged.values())
+    assert (report["clusters_own_images_only"], report["clusters_with_merged_images"]) == (
+        sum(own.values()),
+        sum(merged.values()),
+    )
 
 
 def json_report(noisy: Manifest) -> dict:
@@ -118,8 +125,38 @@ def test_near_identical_images_share_a_cluster() -> None:
     assert (pairs[:, 0] == pairs[:, 1]).all()  # each pair went to one surviving class together
     assert set(new[:20]) <= {1, 2, 3} and (new[20:] == np.repeat([1, 2, 3], 12)).all()
     # k-means on 20 points into 10 clusters: clusters are whole pairs (size 2)
-    assert figures["cluster_size_histogram"] == {"2": 10}
+    assert figures["cluster_size_histogram_own_images_only"] == {"2": 10}
+    assert figures["cluster_size_histogram_with_merged_images"] == {}
     assert figures["surviving_classes"] == 3 and figures["dissolved_classes"] == ["a"]
+
+
+def _pairs_then_noise() -> tuple[Manifest, np.ndarray]:
+    """a: one pair A; b: two pairs B1, B2; c: four unrelated images. Each pair is two near-identical images."""
+    rng = np.random.default_rng(0)
+    feats = [c + rng.normal(scale=1e-4, size=64) for c in rng.normal(size=(3, 64)) for _ in range(2)]
+    feats += list(rng.normal(size=(4, 64)))
+    labels = [0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    frame = make_frame([f"i{k}" for k in range(10)], [f"i{k}.png" for k in range(10)], ["train"] * 10, labels)
+    arr = np.asarray(feats, dtype=np.float32)
+    arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+    return Manifest(frame, ManifestMeta(dataset="t", root="/r", class_names=("a", "b", "c"))), arr
+
+
+@pytest.mark.parametrize(
+    ("seed", "merged_into_b"),
+    [(0, False), (2, True)],  # the merge stream of seed 0 sends A to c, that of seed 2 to b
+)
+def test_clusters_of_merged_images_are_counted_apart(seed: int, merged_into_b: bool) -> None:
+    """a dissolves first: its pair A is one cluster of its own images. Then b dissolves: merged into b, A is a
+    cluster again, one made of images merged earlier; B1 and B2 are clusters of b's own images."""
+    manifest, feats = _pairs_then_noise()
+    new, figures = apply(manifest, feats, Plan(order=np.array([0, 1]), merge_rng=np.random.default_rng(seed)))
+    assert (new == 2).all()
+    assert figures["cluster_size_histogram_own_images_only"] == {"2": 3}  # A (in a), B1, B2
+    assert figures["cluster_size_histogram_with_merged_images"] == ({"2": 1} if merged_into_b else {})
+    assert figures["clusters_own_images_only"] == 3
+    assert figures["clusters_with_merged_images"] == int(merged_into_b)
+    assert figures["clusters"] == 3 + merged_into_b
 
 
 def test_unstructured_features_do_not_keep_pairs() -> None:

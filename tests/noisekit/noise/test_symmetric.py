@@ -141,3 +141,23 @@ def test_flip_counts_stay_floor_or_ceil_for_few_classes_and_extreme_rates() -> N
         assert counts.sum() == int(np.floor(rate * sizes.sum() + 0.5 + 1e-9)), (sizes, rate)
         share = rate * sizes
         assert ((counts >= np.floor(share + 1e-9)) & (counts <= np.ceil(share - 1e-9))).all(), (sizes, rate, counts)
+
+
+@pytest.mark.parametrize(
+    ("rate", "realised", "noisy"),
+    [("0.9999", "1.0000", 901), ("0.0001", "0.0000", 0), ("0.0006", "0.0011", 1), ("0.2", None, 180)],
+)
+def test_a_rate_that_rounding_changes_is_warned_about(
+    runner, digits: Path, home: Path, rate: str, realised: str | None, noisy: int
+) -> None:
+    """digits has 901 training images: 0.9999 rounds to every label wrong, 0.0001 to none, 0.0006 to 1/901."""
+    result = runner.invoke(app, ["make", "symmetric", "--dataset", "digits", "--rate", rate])
+    assert result.exit_code == 0, result.output
+    assert f"({noisy:,} of 901 training labels noisy)" in result.stdout
+    if realised is None:
+        assert result.stderr == ""
+    else:
+        assert result.stderr == (
+            f"warning: requested rate {rate} realised {realised}: round({rate} x 901 training images) = "
+            f"{noisy} noisy label(s)\n"
+        )

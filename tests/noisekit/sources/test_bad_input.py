@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from cli_checks import one_line_error
-from fakes import fake_cars, fake_cub, fake_sop
+from fakes import fake_cars, fake_cub, fake_food101n, fake_sop
 
 from noisekit.cli import app
 
@@ -106,3 +106,38 @@ def test_failed_rebuild_keeps_previous_manifest(runner, home: Path, tmp_path: Pa
 @pytest.mark.parametrize("dataset", ["cars", "sop"])
 def test_root_required_without_download(runner, dataset: str) -> None:
     _fails(runner, ["build", dataset], "--root is required")
+
+
+def _latin1_at_line(path: Path, number: int) -> None:
+    """Line ``number`` of a text list gets a Latin-1 byte (an 'é' saved by another tool), as a mangled copy would."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[number - 1] = lines[number - 1].replace(b"\n", b"\xe9\n")
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "listing", "number"),
+    [
+        ("cub", "classes.txt", 3),
+        ("cub", "images.txt", 5),
+        ("cub", "image_class_labels.txt", 1),
+        ("sop", "Ebay_test.txt", 2),
+        ("food101n", "meta/verified_val.tsv", 4),
+    ],
+)
+def test_a_byte_that_is_not_utf8_names_file_and_line(
+    runner, home: Path, tmp_path: Path, dataset: str, listing: str, number: int
+) -> None:
+    root = tmp_path / dataset
+    args = ["build", dataset, "--root", str(root)]
+    if dataset == "cub":
+        fake_cub(root)
+    elif dataset == "sop":
+        fake_sop(root)
+    else:
+        fake_food101n(root, tmp_path / "food-101")
+        args += ["--food101-root", str(tmp_path / "food-101")]
+    _latin1_at_line(root / listing, number)
+    line = _fails(runner, args, f"{listing}:{number}: not UTF-8 text (byte 0xe9 at column ")
+    assert line.endswith("save the file as UTF-8")
+    _no_manifest(home, dataset)
