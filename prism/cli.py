@@ -139,6 +139,7 @@ def train(
     workers: Annotated[int | None, typer.Option(help=HELP["--workers"])] = None,
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
+    channels_last: Annotated[str | None, typer.Option(help="NHWC memory: auto (on GPU only), on or off")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
     decode: _DECODE = None,
     resume: Annotated[

@@ -22,6 +22,7 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "mcl_norm": ("kept", "authors"),
     "mode": ("centre", "exact"),
     "precision": ("auto", "fp32", "bf16"),
+    "channels_last": ("auto", "on", "off"),
     "decode": ("workers", "device"),
     "select": ("last", "val"),
     "transition": ("estimate", "known"),
@@ -132,7 +133,7 @@ class TrainConfig:
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32, bf16
-    channels_last: bool = True  # NHWC images and weights on GPU (ignored on CPU)
+    channels_last: str = "auto"  # NHWC images and weights: auto (on GPU only), on (also on CPU: tests), off
     compile: bool = False  # torch.compile the backbone
     decode: str = "workers"  # workers: DataLoader workers decode and augment; device: the training device decodes JPEGs
     trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
@@ -277,6 +278,8 @@ def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
             if values.get(new) not in (None, value):
                 raise NoisekitError(f"{where}: --{old} {value} and --{new} {values[new]} disagree; give one")
             values[new] = value
+    if isinstance(values.get("channels_last"), bool):  # before issue 23 a bool that only a GPU run read
+        values["channels_last"] = "auto" if values["channels_last"] else "off"
     if "prism" in values:
         prism = values.pop("prism")
         if prism is not None:

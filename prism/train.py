@@ -105,7 +105,8 @@ def build_parts(config: TrainConfig, data: TrainingData, ctx: DistContext) -> Pa
         normalize=spec(config.method).normalized,
     ).to(device)
     method = build_method(config.method, method_context(config, data)).to(device)
-    memory_format = torch.channels_last if device.type == "cuda" and config.channels_last else torch.contiguous_format
+    nhwc = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if nhwc else torch.contiguous_format
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)
         if method.partner is not None:
