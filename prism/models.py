@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from noisekit.errors import NoisekitError
-from noisekit.noise.features import (
+from noisekit.backbones.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     cached_state_dict,
     imagenet_state_dict,
     load_state_dict_file,
 )
+from noisekit.errors import NoisekitError
 from prism.bninception import BNInception, load_released
 
 # the commonly distributed ImageNet BN-Inception (Cadene's conversion of the Caffe model), which the PRISM authors

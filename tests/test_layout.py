@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the data flow: a crawl feeds CARS-98N's source, sources build clean manifests, noise makes variants, hub publishes
 STAGES = ("crawl", "sources", "noise", "hub")
 TOP_LEVEL = {"__init__", "__main__", "cli", "manifest", "paths", "errors", "download", "progress", "info", "device"}
+SHARED = ("backbones",)  # helper packages beside the stages (pretrained models for noise and prism); import no stage
 
 
 def _modules(package: str) -> list[Path]:
@@ -37,7 +38,8 @@ def _imports(path: Path) -> set[str]:
 def test_noisekit_top_level_keeps_only_the_contract() -> None:
     top = {p.stem for p in (ROOT / "noisekit").glob("*.py")}
     assert top == TOP_LEVEL and len(top) <= 10
-    assert {p.name for p in (ROOT / "noisekit").iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(STAGES)
+    packages = {p.name for p in (ROOT / "noisekit").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(STAGES) | set(SHARED)
     for stage in STAGES:
         doc = ast.get_docstring(ast.parse((ROOT / "noisekit" / stage / "__init__.py").read_text())) or ""
         assert "In:" in doc and "Out:" in doc and "Open" in doc, stage
@@ -55,6 +57,9 @@ def test_stages_import_only_earlier_stages() -> None:
     for name in TOP_LEVEL - {"__init__", "cli", "info"}:  # the contract and shared helpers import no stage
         stages = {m.split(".")[1] for m in _imports(ROOT / "noisekit" / f"{name}.py") if m.startswith("noisekit.")}
         assert not stages & set(STAGES), name
+    for path in (p for shared in SHARED for p in _modules(f"noisekit/{shared}")):
+        stages = {m.split(".")[1] for m in _imports(path) if m.startswith("noisekit.") and "." in m}
+        assert not stages & set(STAGES), path
 
 
 @pytest.mark.parametrize("package", ["noisekit", "prism"])
