@@ -98,7 +98,10 @@ def test_missing_column_and_a_published_shard(runner, digits: Path, tmp_path: Pa
         == 0
     )
     shard = next(published.glob("clean/train-*.parquet"))
-    one_line_error(runner.invoke(app, ["info", str(shard)]), str(shard))
+    one_line_error(runner.invoke(app, ["info", str(shard)]), str(shard), "read through its folder: DIR/CONFIG")
+    trained = runner.invoke(prism_app, ["train", "--dataset", str(shard), "--out", str(tmp_path / "s")])
+    one_line_error(trained, str(shard), "read through its folder: DIR/CONFIG")
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("name", ["clean", "shared", "symmetric-0.5.report", "a/b", "..x", "x.json", "x."])
