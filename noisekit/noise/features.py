@@ -80,22 +80,29 @@ def feature_trunk(backbone: str, weights: str) -> Trunk:
     return model
 
 
-def input_size(backbone: str) -> int:
-    """The side ``backbone``'s pretrained weights were trained at, read without building the model (no download);
-    a ``timm:`` name timm does not know is an error here, before any feature is computed."""
+def input_size(backbone: str, requested: int | None = None) -> int:
+    """``requested``, or the side ``backbone``'s pretrained weights were trained at, read without building the model
+    (no download); a ``timm:`` name timm does not know, or a size a fixed-size model (a ViT) cannot take, is an
+    error here, before any feature is computed."""
     check_name(backbone)
     if backbone in TORCHVISION:
-        return 224
+        return requested or 224
     import timm
 
     from noisekit.backbones.efficientnet_lite0 import TIMM_NAME
 
     name = TIMM_NAME if backbone == "efficientnet_lite0" else backbone.removeprefix("timm:")
-    if not timm.is_model(name):
+    try:
+        cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else False
+    except RuntimeError:  # a known architecture with an unknown pretrained tag
+        cfg = False
+    if cfg is False:
         raise NoisekitError(f"--backbone {backbone}: timm {timm.__version__} has no model of that name "
                             "(timm.list_models)")  # fmt: skip
-    cfg = timm.models.get_pretrained_cfg(name)
-    return int(cfg.input_size[-1]) if cfg is not None else 224
+    native = int(cfg.input_size[-1]) if cfg is not None else 224
+    if requested and requested != native and cfg is not None and cfg.fixed_input_size:
+        raise NoisekitError(f"--image-size {requested}: {backbone} takes only {native} px images")
+    return requested or native
 
 
 def weights_key(weights: str) -> str:
@@ -131,8 +138,7 @@ class FeatureOptions:
 
     def resolved(self) -> FeatureOptions:
         """These options with the backbone checked and the image size filled in."""
-        size = self.image_size if self.image_size is not None else input_size(self.backbone)
-        return replace(self, backbone=check_name(self.backbone), image_size=size)
+        return replace(self, image_size=input_size(self.backbone, self.image_size))
 
 
 @torch.inference_mode()

@@ -104,16 +104,21 @@ def test_feature_cache_keyed_by_backbone_size_and_content(runner, digits: Path, 
 
 
 @pytest.mark.parametrize(
-    ("backbone", "needles"),
+    ("args", "needles"),
     [
-        ("resnet34", ["--backbone 'resnet34': expected one of resnet18, resnet50, efficientnet_lite0, timm:NAME"]),
-        ("timm:", ["--backbone 'timm:': expected one of"]),
-        ("timm:no_such_net", ["--backbone timm:no_such_net: timm ", " has no model of that name"]),
+        (["resnet34"], ["--backbone 'resnet34': expected one of resnet18, resnet50, efficientnet_lite0, timm:NAME"]),
+        (["timm:"], ["--backbone 'timm:': expected one of"]),
+        (["timm:no_such_net"], ["--backbone timm:no_such_net: timm ", " has no model of that name"]),
+        (["timm:resnet18.no_such_tag"], ["--backbone timm:resnet18.no_such_tag: timm ", " has no model"]),
+        (
+            ["timm:vit_tiny_patch16_224", "--image-size", "64"],
+            ["--image-size 64: timm:vit_tiny_patch16_224 takes only 224"],
+        ),
     ],
 )
-def test_invalid_backbone_is_one_line_error(runner, digits: Path, home: Path, backbone: str, needles: list) -> None:
+def test_invalid_backbone_is_one_line_error(runner, digits: Path, home: Path, args: list, needles: list) -> None:
     before = sorted(home.rglob("*"))
-    one_line_error(runner.invoke(app, [*MAKE, "--backbone", backbone, "--weights", "random"]), *needles)
+    one_line_error(runner.invoke(app, [*MAKE, "--weights", "random", "--backbone", *args]), *needles)
     assert sorted(home.rglob("*")) == before
 
 
