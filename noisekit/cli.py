@@ -129,6 +129,9 @@ RateOpt = Annotated[float, typer.Option("--rate", help="Requested noise rate in 
 SeedOpt = Annotated[
     int, typer.Option("--seed", help=f"{HELP['--seed']}; the same seed gives a byte-identical manifest")
 ]
+BackboneOpt = Annotated[str, typer.Option(help="Feature model: resnet18 (the paper's), resnet50, efficientnet_lite0 "
+                        "(ImageNet weights offline) or timm:NAME; its native size (224 for the named ones) is "
+                        "--image-size's default")]  # fmt: skip
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant name (default MODEL-RATE)")]
 
 
@@ -176,23 +179,12 @@ def make_small_cluster(
     dataset: DatasetOpt,
     rate: RateOpt,
     seed: SeedOpt = 0,
-    backbone: Annotated[
-        str,
-        typer.Option(
-            help="Feature model: resnet18 (the paper's; its ImageNet weights are downloaded once), resnet50, "
-            "efficientnet_lite0 (ImageNet weights offline) or timm:NAME"
-        ),
-    ] = "resnet18",
+    backbone: BackboneOpt = "resnet18",
     weights: Annotated[str, typer.Option(help=f"{HELP['--weights']} (of --backbone)")] = "imagenet",
     device: Annotated[str, typer.Option(help=HELP["--device"])] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per feature batch")] = 64,
     workers: Annotated[int, typer.Option(min=0, help=HELP["--workers"])] = 2,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            min=32, help=f"{HELP['--image-size']} (default: the backbone's input size, 224 for the named ones)"
-        ),
-    ] = None,
+    image_size: Annotated[int | None, typer.Option(min=32, help=f"{HELP['--image-size']} (default: native)")] = None,
     variant: VariantOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
