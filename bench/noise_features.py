@@ -1,12 +1,13 @@
 """Benchmark of the Small Cluster pipeline, run by hand (not by CI).
 
 1. Feature extraction: images/s of the full pipeline (JPEG decode, resize, crop, normalise in DataLoader workers,
-   ResNet-18 forward) against the model-only forward on the same batch size; the ratio says how much the input
-   pipeline costs on top of the model (1.0 = free).
+   the --backbone's forward, ResNet-18 by default) against the model-only forward on the same batch size; the ratio
+   says how much the input pipeline costs on top of the model (1.0 = free).
 2. k-means: the wall time of all k-means calls of a CUB-sized Small Cluster run (100 classes of ~59 images, 512-d
    features) at rate 0.5.
 
     .venv/bin/python bench/noise_features.py [--images 256] [--device cpu] [--workers 2]
+        [--backbone resnet18|efficientnet_lite0|timm:NAME]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from noisekit.manifest import Manifest, ManifestMeta, make_frame
-from noisekit.noise.features import FeatureOptions, ManifestImages, embed, eval_transform, resnet18_trunk
+from noisekit.noise.features import FeatureOptions, ManifestImages, embed, eval_transform, feature_trunk
 from noisekit.noise.small_cluster import apply, plan
 
 
@@ -44,7 +45,7 @@ def fake_jpegs(folder: Path, n: int, rng: np.random.Generator) -> list[Path]:
 @torch.inference_mode()
 def model_only(n: int, options: FeatureOptions) -> float:
     device = torch.device(options.device)
-    model = resnet18_trunk(options.weights).to(device)
+    model = feature_trunk(options.backbone, options.weights).module.to(device)
     batch = torch.randn(options.batch_size, 3, options.image_size, options.image_size, device=device)
     model(batch)  # warm-up
     if device.type == "cuda":
@@ -82,10 +83,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--backbone", default="resnet18", help="resnet18, resnet50, efficientnet_lite0 or timm:NAME")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    options = FeatureOptions("random", args.image_size, args.batch_size, args.workers, args.device)
+    options = FeatureOptions("random", args.image_size, args.batch_size, args.workers, args.device, args.backbone)
+    trunk = feature_trunk(args.backbone, "random")
     name = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     )
@@ -97,7 +100,9 @@ def main() -> None:
         pipeline = len(files) / (time.perf_counter() - start)
         # decode + transform alone, to show where the pipeline's time goes
         loader = DataLoader(
-            ManifestImages(files, eval_transform(args.image_size)), batch_size=args.batch_size, num_workers=args.workers
+            ManifestImages(files, eval_transform(args.image_size, trunk.mean, trunk.std)),
+            batch_size=args.batch_size,
+            num_workers=args.workers,
         )
         start = time.perf_counter()
         for _ in loader:
@@ -105,7 +110,10 @@ def main() -> None:
         decode = len(files) / (time.perf_counter() - start)
     model = model_only(args.images, options)
     seconds, clusters, n, dissolved = kmeans_cub(args.seed)
-    print(f"\ndevice: {name}; ResNet-18 at {args.image_size}px, batch {args.batch_size}, {args.workers} workers")
+    print(
+        f"\ndevice: {name}; {args.backbone} ({trunk.dim}-d) at {args.image_size}px, batch {args.batch_size}, "
+        f"{args.workers} workers"
+    )
     print(f"feature pipeline (decode+resize+model): {pipeline:8.1f} img/s")
     print(f"model-only forward:                     {model:8.1f} img/s")
     print(f"decode+resize only:                     {decode:8.1f} img/s")

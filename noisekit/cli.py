@@ -129,6 +129,9 @@ RateOpt = Annotated[float, typer.Option("--rate", help="Requested noise rate in 
 SeedOpt = Annotated[
     int, typer.Option("--seed", help=f"{HELP['--seed']}; the same seed gives a byte-identical manifest")
 ]
+BackboneOpt = Annotated[str, typer.Option(help="Feature model: resnet18 (the paper's), resnet50, efficientnet_lite0 "
+                        "(ImageNet weights offline) or timm:NAME; its native size (224 for the named ones) is "
+                        "--image-size's default")]  # fmt: skip
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant name (default MODEL-RATE)")]
 
 
@@ -176,17 +179,18 @@ def make_small_cluster(
     dataset: DatasetOpt,
     rate: RateOpt,
     seed: SeedOpt = 0,
-    weights: Annotated[str, typer.Option(help=f"{HELP['--weights']} (ResNet-18)")] = "imagenet",
+    backbone: BackboneOpt = "resnet18",
+    weights: Annotated[str, typer.Option(help=f"{HELP['--weights']} (of --backbone)")] = "imagenet",
     device: Annotated[str, typer.Option(help=HELP["--device"])] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per feature batch")] = 64,
     workers: Annotated[int, typer.Option(min=0, help=HELP["--workers"])] = 2,
-    image_size: Annotated[int, typer.Option(min=32, help=HELP["--image-size"])] = 224,
+    image_size: Annotated[int | None, typer.Option(min=32, help=f"{HELP['--image-size']} (default: native)")] = None,
     variant: VariantOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Dissolve random classes into k-means clusters of ResNet-18 features merged into other classes.
+    """Dissolve random classes into k-means clusters of a pretrained backbone's features merged into other classes.
 
-    Example: noisekit make small-cluster --dataset cub --rate 0.5 --device cuda
+    Example: noisekit make small-cluster --dataset omniglot --rate 0.5 --backbone efficientnet_lite0 --image-size 64
     """
     from noisekit.device import check_device
     from noisekit.noise.common import load_clean, save_variant
@@ -196,9 +200,10 @@ def make_small_cluster(
     start = time.perf_counter()
     variant = _variant(variant)
     check_device(device)
+    # a backbone that does not exist is refused before the dataset is read or any feature computed
+    options = FeatureOptions(weights, image_size, batch_size, workers, device, backbone).resolved()
     clean = load_clean(dataset)
     the_plan = plan(clean, rate=rate, seed=seed)  # refuses impossible rates before computing features
-    options = FeatureOptions(weights, image_size, batch_size, workers, device)
     features, provenance, note = train_features(clean, options)
     typer.echo(note)
     noisy, figures = small_cluster(

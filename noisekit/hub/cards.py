@@ -72,16 +72,17 @@ def commands(meta: dict[str, Any]) -> list[str]:
         line = f"noisekit make symmetric --dataset {dataset} --rate {rate:g} --seed {seed}"
         lines.append(line + ("" if variant == f"symmetric-{rate:g}" else f" --variant {variant}"))
     elif model == "small_cluster":
-        size = noise.get("image_size")
+        size, backbone = noise.get("image_size"), noise.get("feature_model", "resnet18")
+        # records before issue 21 hold the cache key (resnet18-WEIGHTS-SIZE) as their weights
         weights = str(noise.get("weights", "")).removeprefix("resnet18-").removesuffix(f"-{size}")
         flag = "FILE" if weights.startswith("file-") else weights
         line = (
-            f"noisekit make small-cluster --dataset {dataset} --rate {rate:g} --seed {seed} --weights {flag} "
-            f"--image-size {size}"
+            f"noisekit make small-cluster --dataset {dataset} --rate {rate:g} --seed {seed} --backbone {backbone} "
+            f"--weights {flag} --image-size {size}"
         )
         lines.append(line + ("" if variant == f"small_cluster-{rate:g}" else f" --variant {variant}"))
         if flag == "FILE":
-            lines.append(f"# FILE: a ResNet-18 state dict whose sha256 starts with {weights.removeprefix('file-')}")
+            lines.append(f"# FILE: a {backbone} state dict whose sha256 starts with {weights.removeprefix('file-')}")
     elif model == "official_list":
         cleaned = f" --cleaned {noise['cleaned']}" if noise.get("cleaned") else ""
         lines.append(

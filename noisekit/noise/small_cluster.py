@@ -1,8 +1,9 @@
 """Small Cluster noise (open-set), the model of the PRISM paper.
 
-Repeatedly pick a random surviving training class, split its current images with k-means on L2-normalised
-ResNet-18 features into n_c/2 clusters (faiss; seeded; every point may be its own centroid; no subsampling), and
-merge each cluster into a random surviving class; the picked class is gone. Stop once the images of dissolved classes
+Repeatedly pick a random surviving training class, split its current images with k-means on L2-normalised features
+of a pretrained backbone (the paper's ImageNet ResNet-18 by default; ``features.py``) into n_c/2 clusters (faiss;
+seeded; every point may be its own centroid; no subsampling), and merge each cluster into a random surviving class;
+the picked class is gone. Stop once the images of dissolved classes
 reach R of the training set. Training labels are then re-indexed densely over the surviving classes; test labels
 follow them, so ``label`` indexes ``label_names`` and ``clean_label`` still indexes ``class_names``.
 
@@ -146,4 +147,6 @@ def small_cluster(
     }
     label_names = tuple(names[c] for c in np.concatenate([survivors, test_classes]))
     variant = variant or variant_name("small_cluster", rate)
+    # the report names the feature model too: its clusters mean nothing without it
+    figures = {**figures, **(provenance or {})}
     return manifest.replace(out, variant=variant, noise=noise, label_names=label_names), figures

@@ -134,7 +134,10 @@ def test_card_yaml_and_text(published: Path, tmp_path: Path) -> None:
         features = datasets.Features._from_yaml_list(info["features"])
         assert list(features) == ["image", "image_id", "label", "clean_label", "is_noisy"]
     assert "noisekit make symmetric --dataset digits --rate 0.5 --seed 0" in body
-    assert "noisekit make small-cluster --dataset digits --rate 0.5 --seed 0 --weights random --image-size 32" in body
+    assert (
+        "noisekit make small-cluster --dataset digits --rate 0.5 --seed 0 --backbone resnet18 --weights random "
+        "--image-size 32"
+    ) in body
     assert "Liu, Chang" in body and "Alpaydin" in body and "noisekit 0.1.0" in body
     assert "`symmetric-0.5` | symmetric | 0.5 | 0.5006 | 0 | 901 | 896 |" in body  # 451 of 901 flipped
     for path in published.rglob("*"):  # no path of this machine is published

@@ -96,7 +96,7 @@ def test_digits_weights_file_and_reproducible(runner, digits: Path, home: Path, 
     path = home / "digits" / "small_cluster-0.3.parquet"
     first = path.read_bytes()
     noisy = read_manifest(path)
-    assert noisy.meta.noise["weights"].startswith("resnet18-file-")
+    assert noisy.meta.noise["weights"].startswith("file-")
     _check_variant(read_manifest(digits), noisy, 0.3)
     assert runner.invoke(app, [*args, *FAST]).exit_code == 0
     assert path.read_bytes() == first
@@ -196,7 +196,7 @@ def test_weights_file_not_resnet18(runner, digits: Path, home: Path, tmp_path: P
     other = tmp_path / "linear.pt"
     torch.save(torch.nn.Linear(3, 4).state_dict(), other)
     args = ["make", "small-cluster", "--dataset", "digits", "--rate", "0.3", *FAST]
-    _fails(runner, [*args, "--weights", str(other)], "not a ResNet-18 state dict", home)
+    _fails(runner, [*args, "--weights", str(other)], "not a resnet18 state dict", home)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint")
     _fails(runner, [*args, "--weights", str(garbage)], "not a loadable state dict", home)
