@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from prism.cli import app
+from prism.config import DataShape, load_config, resolve
 from prism.models import build_model
 from prism.train import load_checkpoint
 from tests.cli_checks import one_line_error
@@ -127,3 +128,20 @@ def test_a_checkpoint_that_stored_the_old_default_rate_resumes(runner, noisy_dig
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(out / "last.pt")["iteration"] == 5
     assert load_checkpoint(out / "last.pt")["config"]["lr"] == 3e-4
+
+
+def test_the_pretrained_cpu_preset_fine_tunes_the_offline_backbone(runner) -> None:
+    listed = runner.invoke(app, ["presets"])
+    line = next(line for line in listed.output.splitlines() if line.startswith("pretrained-cpu "))
+    assert line.split(None, 1)[1].startswith(
+        "fine-tune the offline ImageNet EfficientNet-Lite0 on the embedded Omniglot"
+    )
+    config = resolve(load_config(None, {}, preset="pretrained-cpu"), DataShape(side=105, classes=544, images=2176))
+    assert (config.arch, config.weights, config.image_size, config.dataset) == (
+        "efficientnet_lite0",
+        "imagenet",
+        64,
+        "omniglot/symmetric-0.5",
+    )
+    assert (config.lr, config.warmup, config.bank_start, config.iterations, config.eval_every) == (3e-5, 0, 0, 250, 50)
+    assert config.batch_size == 64

@@ -39,10 +39,10 @@ def _preset(name: str, **flags) -> object:
 
 
 def test_presets_are_listed(runner) -> None:
-    assert sorted(presets()) == sorted(PAPER)
+    assert sorted(presets()) == sorted((*PAPER, "pretrained-cpu"))
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == sorted(PAPER)
+    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == sorted((*PAPER, "pretrained-cpu"))
 
 
 @pytest.mark.parametrize("name", PAPER)
