@@ -59,6 +59,10 @@ _BANK_START = Annotated[
 _MCL_NORM = Annotated[
     str | None, typer.Option(help="MCL normalisation: kept (by kept samples) or authors (bank term by batch)")
 ]
+_ARCH = Annotated[
+    str | None,
+    typer.Option(help="auto, small_cnn, resnet18, resnet50, bninception, efficientnet_lite0 or timm:NAME (any timm)"),
+]
 _SAMPLER = Annotated[str | None, typer.Option(help="uniform (P classes uniformly) or authors (XBM's chunk sampler)")]
 _PROXY_LR = Annotated[
     float | None,
@@ -119,7 +123,7 @@ def train(
     device: Annotated[str | None, typer.Option(help=HELP["--device"])] = None,
     out: Annotated[str | None, typer.Option(help=f"{HELP['--out']}: the run's outputs")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of options (flags override it)")] = None,
-    arch: Annotated[str | None, typer.Option(help="auto, small_cnn, resnet18, resnet50 or bninception")] = None,
+    arch: _ARCH = None,
     pooling: Annotated[str | None, typer.Option(help="Global pooling of the backbone: avg or max")] = None,
     embed_dim: Annotated[int | None, typer.Option(help="Embedding dimension")] = None,
     weights: Annotated[str | None, typer.Option(help=HELP["--weights"])] = None,

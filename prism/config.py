@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 
 from noisekit.errors import NoisekitError
+from prism.backbones import check_arch, input_size
+from prism.ranges import RANGES  # every numeric option's allowed values, checked in __post_init__
 
-ARCHS = ("auto", "small_cnn", "resnet18", "resnet50", "bninception")
 CHOICES = {  # option -> its allowed values (the first is the default)
     "pooling": ("avg", "max"),
     "sampler": ("uniform", "authors"),
@@ -26,58 +27,6 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "decode": ("workers", "device"),
     "select": ("last", "val"),
     "transition": ("estimate", "known"),
-}
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option allows: from ``low`` to ``high``, each end included or not."""
-
-    low: float
-    high: float = math.inf
-    low_open: bool = False
-    high_open: bool = True
-    why: str = ""
-
-    def __contains__(self, value: float) -> bool:
-        # written so that NaN is outside every range
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
-
-    def __str__(self) -> str:
-        why = f" ({self.why})" if self.why else ""
-        if self.high == math.inf:
-            return f"{'>' if self.low_open else '>='} {self.low:g}{why}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}{why}"
-
-
-POSITIVE, COUNT, AT_LEAST_ONE = Range(0, low_open=True), Range(0), Range(1)
-SHARE = Range(0, 1)  # [0, 1)
-# every numeric option's allowed values, checked in TrainConfig.__post_init__ whatever set it (flag, --config YAML,
-# preset, grid options, checkpoint); tests/prism/test_ranges.py checks that each numeric option has one
-RANGES = {
-    "filter_rate": SHARE,
-    "window": AT_LEAST_ONE,
-    "bank_start": COUNT,
-    "warmup": COUNT,
-    "iterations": AT_LEAST_ONE,
-    "seed": COUNT,
-    "embed_dim": AT_LEAST_ONE,
-    "classes_per_batch": Range(2, why="metric learning needs negatives"),
-    "samples_per_class": Range(2, why="pair losses need a positive per sample"),
-    "lr": POSITIVE,
-    "weight_decay": COUNT,
-    "proxy_lr": POSITIVE,
-    "crop_scale": Range(0, 1, low_open=True, high_open=False),
-    "bank_size": COUNT,
-    "memory_weight": COUNT,
-    "val_fraction": SHARE,
-    "eval_every": AT_LEAST_ONE,
-    "log_every": AT_LEAST_ONE,
-    "image_size": AT_LEAST_ONE,
-    "workers": COUNT,
-    "stop_at": COUNT,
 }
 ALIASES = {"loss": "method"}  # older option names still read (YAML files, checkpoints); prism: true/false -> filter
 PRESETS = Path(__file__).parent / "presets"
@@ -107,14 +56,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/latest"
-    arch: str = "auto"  # auto: small_cnn for images of at most 128 px, else resnet50
-    weights: str = "imagenet"  # backbone init for resnets: imagenet, random or a state-dict FILE
+    arch: str = "auto"  # auto: small_cnn for images of at most 128 px, else resnet50; or prism/backbones, timm:NAME
+    weights: str = "imagenet"  # backbone init (all but small_cnn): imagenet, random or a state-dict FILE
     embed_dim: int = 128
     pooling: str = "avg"  # global pooling of resnets and BN-Inception: avg or max (the authors: max)
     classes_per_batch: int | None = None  # P
     samples_per_class: int | None = None  # K
     sampler: str = "uniform"  # uniform: P classes uniformly per batch; authors: XBM's chunk sampler (prism/samplers.py)
-    lr: float = 3e-4
+    lr: float | None = None  # None: derived by `resolve` (PRETRAINED_LR or SCRATCH_LR)
     weight_decay: float = 5e-4
     proxy_lr: float | None = None  # learning rate of a loss's own parameters (SoftTriple's centres), no weight decay
     crop_scale: float = 0.16  # smallest area share of RandomResizedCrop (the authors: 0.2)
@@ -148,8 +97,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 flag = name.replace("_", "-")
                 raise NoisekitError(f"--{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.arch not in ARCHS:
-            raise NoisekitError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        check_arch(self.arch)
         for name, allowed in RANGES.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:
@@ -177,6 +125,8 @@ SMALL_IMAGE = 128  # images of at most this many pixels a side train the small C
 SMALL_SIZE = 28  # ... at this size at most (Omniglot's usual resolution in the few-shot literature)
 BATCH = 64  # the paper's batch: P x K = 16 x 4
 PRETRAINED_ITERATIONS = 4000  # the authors' CARS-98N setting (configs/CARSN/MemoryContrastiveLossPRISM.yaml)
+PRETRAINED_LR = 3e-5  # the authors' BASE_LR for fine-tuning (prism/presets/paper-*.yaml)
+SCRATCH_LR = 3e-4  # a randomly initialised backbone needs larger steps (prism's default before issue 21)
 SCRATCH_EPOCHS = 60  # a randomly initialised backbone trains for about this many passes over the data ...
 SCRATCH_ITERATIONS = (400, 4000)  # ... within these bounds
 SCRATCH_WARMUP = 0.375  # and PRISM starts after this share of the iterations
@@ -196,7 +146,10 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
     """Fill every option left at None (and ``arch: auto``) from the data; explicit values stay as they are.
 
     - arch: small_cnn for images of at most SMALL_IMAGE px (trained from scratch), else resnet50 (ImageNet weights);
-      image size: min(side, SMALL_SIZE) for the small CNN, 224 for resnets.
+      image size: min(side, SMALL_SIZE) for the small CNN, else the side the backbone's weights were trained at
+      (224 for resnets and BN-Inception, timm's data config for efficientnet_lite0 and timm:NAME).
+    - pretrained: any backbone but small_cnn whose weights are not random. lr: PRETRAINED_LR pretrained (the
+      authors'), SCRATCH_LR from scratch.
     - P = min(16, classes); K = max(4, BATCH // P), so the batch stays near the paper's 64 with few classes.
     - iterations: pretrained backbones the authors' 4,000; from scratch SCRATCH_EPOCHS passes over the training
       images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10,
@@ -226,9 +179,11 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         epochs = math.ceil(SCRATCH_EPOCHS * shape.images / (p * k))
         iterations = min(max(epochs, low), high) if scratch else PRETRAINED_ITERATIONS
     warmup = config.warmup if config.warmup is not None else round(SCRATCH_WARMUP * iterations) * scratch
+    lr = config.lr or (SCRATCH_LR if scratch else PRETRAINED_LR)
     return config.replace(
         arch=arch,
-        image_size=config.image_size or (min(shape.side, SMALL_SIZE) if arch == "small_cnn" else 224),
+        lr=lr,
+        image_size=config.image_size or (min(shape.side, SMALL_SIZE) if arch == "small_cnn" else input_size(arch)),
         classes_per_batch=p,
         samples_per_class=k,
         iterations=iterations,
@@ -236,14 +191,14 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
         log_every=config.log_every or max(1, iterations // LOGGED),
         warmup=warmup,
         bank_start=config.bank_start if config.bank_start is not None else iterations * scratch,
-        proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(config.lr),
+        proxy_lr=config.proxy_lr if config.proxy_lr is not None else spec(config.method).proxy_lr(lr),
     )
 
 
 # the options `resolve` derives from the data when they are left out, and its rule for each
 DERIVED = {
     "arch": "small_cnn for images of at most 128 px, else resnet50",
-    "image_size": "28 px at most for small_cnn, else 224",
+    "image_size": "28 px at most for small_cnn, else the backbone's input size (224; timm's data config)",
     "classes_per_batch": "min(16, training classes)",
     "samples_per_class": "max(4, 64 // classes per batch)",
     "iterations": "4000 pretrained; from scratch 60 epochs within 400-4000",
@@ -251,6 +206,7 @@ DERIVED = {
     "log_every": "iterations // 50, at least 1",
     "warmup": "0 pretrained; from scratch 0.375 of the iterations",
     "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
+    "lr": "3e-5 pretrained (the authors'); from scratch (small_cnn or --weights random) 3e-4",
     "proxy_lr": "the method's rate from --lr (prism methods)",
 }
 
@@ -261,7 +217,7 @@ def option_defaults() -> dict[str, str]:
     out = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name in DERIVED:
-            source = "the method" if f.name == "proxy_lr" else "the data"
+            source = {"proxy_lr": "the method", "lr": "the backbone"}.get(f.name, "the data")
             out[f.name] = f"derived from {source}: {DERIVED[f.name]}"
         elif f.default is not None and f.name != "dataset":  # no dataset is assumed: prism train asks for one
             out[f.name] = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from prism.bninception import BNInception, load_released
+from prism.backbones.bninception import BNInception, load_released
 
 # Every convolution of bn_inception-52deb4733.pth as "name in out kernel", transcribed from the layer list of
 # Cadene's pretrainedmodels/models/bninception.py. Each one has name.{weight, bias} and a BatchNorm name_bn.

@@ -64,6 +64,7 @@ def test_explicit_values_win() -> None:
         log_every=3,
         warmup=0,
         bank_start=0,
+        lr=1e-4,
     )
     assert resolve(given, shape) == given
     assert resolve(TrainConfig(iterations=100), shape).warmup == 38  # derived values follow the explicit ones
@@ -114,7 +115,7 @@ def test_train_help_says_every_default(runner) -> None:
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ --")}
-    assert "Adam learning rate (default: 0.0003)" in lines["--lr"]
+    assert "Adam learning rate (default: derived from the backbone: 3e-5 pretrained (the authors')" in lines["--lr"]
     assert "(default: derived from the data: min(16, training classes))" in lines["--classes-per-batch"]
     assert "(default: derived from the method: " in lines["--proxy-lr"]
     assert "(default: 2)" in lines["--workers"] and "(default: false)" in lines["--compile"]

@@ -16,7 +16,7 @@ from cli_checks import one_line_error
 from fakes import PRISM_LISTS
 
 from noisekit.errors import NoisekitError
-from prism.bninception import BNInception
+from prism.backbones.bninception import BNInception
 from prism.cli import app
 from prism.config import DataShape, load_config, presets, resolve
 from prism.data import CropFlip
@@ -39,10 +39,10 @@ def _preset(name: str, **flags) -> object:
 
 
 def test_presets_are_listed(runner) -> None:
-    assert sorted(presets()) == sorted(PAPER)
+    assert sorted(presets()) == sorted((*PAPER, "pretrained-cpu"))
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == sorted(PAPER)
+    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == sorted((*PAPER, "pretrained-cpu"))
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -258,7 +258,7 @@ def test_bninception_embedder_from_a_released_state_dict(tmp_path: Path) -> None
 def test_bninception_offline_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NOISEKIT_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr("prism.models.AUTHORS_CACHE", tmp_path / "none")
+    monkeypatch.setattr("prism.backbones.bninception.AUTHORS_CACHE", tmp_path / "none")
     with pytest.raises(NoisekitError, match=r"BN-Inception weights .* place bn_inception-52deb4733.pth from http"):
         build_model("bninception", embed_dim=512, weights="imagenet", seed=0)
 

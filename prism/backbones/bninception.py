@@ -28,10 +28,19 @@ whose outputs agree only when the block's input side is even; sides that are mul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from noisekit.backbones.weights import cached_state_dict, load_state_dict_file
+from noisekit.errors import NoisekitError
+
+# the commonly distributed ImageNet BN-Inception (Cadene's conversion of the Caffe model), which the PRISM authors
+# load from ~/.torch/models (ret_benchmark/config/model_path.py)
+BN_INCEPTION_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"
+AUTHORS_CACHE = Path("~/.torch/models").expanduser()
 
 __all__ = ["BNInception", "load_released"]
 
@@ -181,3 +190,24 @@ def load_released(model: BNInception, state: dict[str, torch.Tensor]) -> None:
     if error is not None:
         raise ValueError(f"not a released BN-Inception state dict: {error}")
     model.load_state_dict(kept, strict=True)
+
+
+def bninception_trunk(weights: str, pooling: str) -> BNInception:
+    """BN-Inception with ``weights``: imagenet (the torch cache or the authors' ~/.torch/models), random or a FILE."""
+    model = BNInception(pooling)
+    if weights == "random":
+        return model
+    if weights == "imagenet":
+        state = cached_state_dict(
+            BN_INCEPTION_URL,
+            what="ImageNet BN-Inception",
+            hash_prefix=None,  # no sha256 prefix could be verified offline; load_released checks the keys
+            also=(AUTHORS_CACHE / BN_INCEPTION_URL.rsplit("/", 1)[1],),
+        )
+    else:
+        state = load_state_dict_file(Path(weights))
+    try:
+        load_released(model, state)
+    except ValueError as exc:
+        raise NoisekitError(f"--weights {weights}: {exc}") from None
+    return model
