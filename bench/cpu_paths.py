@@ -9,12 +9,13 @@ contiguous (the peer) against bf16 autocast, channels_last and ``torch.compile``
 step after warm-up, the ratio to the peer, and for compile the first (compiling) step's seconds.
 
     python bench/cpu_paths.py precision [--seeds 0 1 2]
-    python bench/cpu_paths.py steps [--arch small_cnn resnet18] [--steps 20]
+    python bench/cpu_paths.py steps [--arch small_cnn efficientnet_lite0 resnet18] [--steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -26,7 +27,7 @@ from prism.methods.mcl import MemoryContrastiveLoss
 from prism.models import build_model
 from prism.train import train
 
-SIZES = {"small_cnn": 28, "resnet18": 64, "resnet50": 64}  # omniglot's size; the pretrained regime's smallest
+SIZES = {"small_cnn": 28, "resnet18": 64, "resnet50": 64, "efficientnet_lite0": 64}  # omniglot; pretrained-cpu
 
 
 def precision(args: argparse.Namespace) -> None:
@@ -88,6 +89,8 @@ def _step_time(arch: str, *, bf16: bool, channels_last: bool, compiled: bool, st
 
 
 def steps(args: argparse.Namespace) -> None:
+    # a fresh inductor cache, so the first compiled step's time is the cold compile a new machine pays
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     print(f"CPU: {torch.get_num_threads()} threads; batch 64; MCL; Adam; {args.steps} timed steps after 2 warm-up")
     for arch in args.arch:
         _, peer = _step_time(arch, bf16=False, channels_last=False, compiled=False, steps=args.steps)
@@ -108,7 +111,7 @@ def main() -> None:
     p = sub.add_parser("precision")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     s = sub.add_parser("steps")
-    s.add_argument("--arch", nargs="+", default=["small_cnn", "resnet18"], choices=sorted(SIZES))
+    s.add_argument("--arch", nargs="+", default=["small_cnn", "efficientnet_lite0", "resnet18"], choices=sorted(SIZES))
     s.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     {"precision": precision, "steps": steps}[args.part](args)

@@ -118,7 +118,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def check_same_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Every option outside RESUMABLE must match; an option newer than the checkpoint counts as its default."""
     now = config.to_dict()
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    # options newer than the checkpoint: what a run of that time did (BatchNorm statistics trained), else the default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | {"freeze_bn": False}
     saved = canonical(saved, where=str(path))
     saved = {k: saved.get(k, defaults[k]) for k in now}
     diff = [k for k in now if k not in RESUMABLE and saved[k] != now[k]]

@@ -143,8 +143,11 @@ def train(
     workers: Annotated[int | None, typer.Option(help=HELP["--workers"])] = None,
     stop_at: Annotated[int | None, typer.Option(help="Stop after this iteration, resumable")] = None,
     precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16")] = None,
-    channels_last: Annotated[str | None, typer.Option(help="NHWC memory: auto (on GPU only), on or off")] = None,
+    channels_last: Annotated[str | None, typer.Option(help="NHWC memory: auto (GPU only), always or never")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the backbone")] = None,
+    freeze_bn: Annotated[
+        bool | None, typer.Option("--freeze-bn/--no-freeze-bn", help="Keep the backbone's BatchNorm statistics")
+    ] = None,
     decode: _DECODE = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its last checkpoint, with its config.yaml")

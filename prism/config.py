@@ -23,7 +23,7 @@ CHOICES = {  # option -> its allowed values (the first is the default)
     "mcl_norm": ("kept", "authors"),
     "mode": ("centre", "exact"),
     "precision": ("auto", "fp32", "bf16"),
-    "channels_last": ("auto", "on", "off"),
+    "channels_last": ("auto", "always", "never"),  # words YAML does not read as true or false
     "decode": ("workers", "device"),
     "select": ("last", "val"),
     "transition": ("estimate", "known"),
@@ -64,6 +64,8 @@ class TrainConfig:
     samples_per_class: int | None = None  # K
     sampler: str = "uniform"  # uniform: P classes uniformly per batch; authors: XBM's chunk sampler (prism/samplers.py)
     lr: float | None = None  # None: derived by `resolve` (PRETRAINED_LR or SCRATCH_LR)
+    # BatchNorm statistics of the backbone frozen at their pretrained values; None: derived (pretrained: frozen)
+    freeze_bn: bool | None = None
     weight_decay: float = 5e-4
     proxy_lr: float | None = None  # learning rate of a loss's own parameters (SoftTriple's centres), no weight decay
     crop_scale: float = 0.16  # smallest area share of RandomResizedCrop (the authors: 0.2)
@@ -82,7 +84,7 @@ class TrainConfig:
     workers: int = 2
     stop_at: int = 0  # stop after this iteration with a resumable checkpoint (0: run to the end)
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32, bf16
-    channels_last: str = "auto"  # NHWC images and weights: auto (on GPU only), on (also on CPU: tests), off
+    channels_last: str = "auto"  # NHWC images and weights: auto (GPU only), always (also on the CPU), never
     compile: bool = False  # torch.compile the backbone
     decode: str = "workers"  # workers: DataLoader workers decode and augment; device: the training device decodes JPEGs
     trace: bool = False  # record each step's keep-mask, bank and centres into trace.pt (tests, debugging)
@@ -149,7 +151,8 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
       image size: min(side, SMALL_SIZE) for the small CNN, else the side the backbone's weights were trained at
       (224 for resnets and BN-Inception, timm's data config for efficientnet_lite0 and timm:NAME).
     - pretrained: any backbone but small_cnn whose weights are not random. lr: PRETRAINED_LR pretrained (the
-      authors'), SCRATCH_LR from scratch.
+      authors'), SCRATCH_LR from scratch. freeze_bn: pretrained backbones keep their BatchNorm statistics (prism/
+      models.py, Embedder.train says why and what it measured); from scratch they must learn them.
     - P = min(16, classes); K = max(4, BATCH // P), so the batch stays near the paper's 64 with few classes.
     - iterations: pretrained backbones the authors' 4,000; from scratch SCRATCH_EPOCHS passes over the training
       images, clamped to SCRATCH_ITERATIONS. Validation every iterations // 10,
@@ -183,6 +186,7 @@ def resolve(config: TrainConfig, shape: DataShape) -> TrainConfig:
     return config.replace(
         arch=arch,
         lr=lr,
+        freeze_bn=config.freeze_bn if config.freeze_bn is not None else not scratch,
         image_size=config.image_size or (min(shape.side, SMALL_SIZE) if arch == "small_cnn" else input_size(arch)),
         classes_per_batch=p,
         samples_per_class=k,
@@ -208,7 +212,11 @@ DERIVED = {
     "bank_start": "0 pretrained; from scratch the iterations (no bank term)",
     "lr": "3e-5 pretrained (the authors'); from scratch (small_cnn or --weights random) 3e-4",
     "proxy_lr": "the method's rate from --lr (prism methods)",
+    "freeze_bn": "true pretrained (BatchNorm keeps its pretrained statistics); false from scratch",
 }
+
+
+SOURCES = {"proxy_lr": "the method", "lr": "the backbone", "freeze_bn": "the backbone"}  # what each rule reads
 
 
 def option_defaults() -> dict[str, str]:
@@ -217,7 +225,7 @@ def option_defaults() -> dict[str, str]:
     out = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name in DERIVED:
-            source = {"proxy_lr": "the method", "lr": "the backbone"}.get(f.name, "the data")
+            source = SOURCES.get(f.name, "the data")
             out[f.name] = f"derived from {source}: {DERIVED[f.name]}"
         elif f.default is not None and f.name != "dataset":  # no dataset is assumed: prism train asks for one
             out[f.name] = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
@@ -235,7 +243,7 @@ def canonical(values: dict[str, Any], *, where: str) -> dict[str, Any]:
                 raise NoisekitError(f"{where}: --{old} {value} and --{new} {values[new]} disagree; give one")
             values[new] = value
     if isinstance(values.get("channels_last"), bool):  # before issue 23 a bool that only a GPU run read
-        values["channels_last"] = "auto" if values["channels_last"] else "off"
+        values["channels_last"] = "auto" if values["channels_last"] else "never"
     if "prism" in values:
         prism = values.pop("prism")
         if prism is not None:

@@ -103,9 +103,10 @@ def build_parts(config: TrainConfig, data: TrainingData, ctx: DistContext) -> Pa
         seed=config.seed,
         pooling=config.pooling,
         normalize=spec(config.method).normalized,
+        freeze_bn=bool(config.freeze_bn),
     ).to(device)
     method = build_method(config.method, method_context(config, data)).to(device)
-    nhwc = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    nhwc = config.channels_last == "always" or (config.channels_last == "auto" and device.type == "cuda")
     memory_format = torch.channels_last if nhwc else torch.contiguous_format
     if ctx.distributed:  # batch statistics over the global batch, as one process would compute them
         core = sync_batchnorm(core, device)

@@ -73,6 +73,7 @@ class CoTeaching(Method):
             seed=ctx.seed + 1,  # the two networks must start apart
             pooling=options["pooling"],
             normalize=False,
+            freeze_bn=bool(options.get("freeze_bn")),
         )
         self.head_a = Classifier(ctx.embed_dim, ctx.num_classes, temperature)
         self.head_b = Classifier(ctx.embed_dim, ctx.num_classes, temperature)

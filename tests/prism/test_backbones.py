@@ -25,7 +25,7 @@ FAST = ["--iterations", "5", "--eval-every", "5", "--image-size", "32", "-P", "5
 
 @pytest.mark.parametrize(
     ("arch", "weights", "extra"),
-    [("timm:resnet18", "random", []), ("efficientnet_lite0", "imagenet", ["--channels-last", "on"])],
+    [("timm:resnet18", "random", []), ("efficientnet_lite0", "imagenet", ["--channels-last", "always"])],
 )
 def test_a_timm_backbone_trains_and_evaluates(
     runner, noisy_digits: str, tmp_path: Path, arch: str, weights: str, extra: list[str]
@@ -143,5 +143,50 @@ def test_the_pretrained_cpu_preset_fine_tunes_the_offline_backbone(runner) -> No
         64,
         "omniglot/symmetric-0.5",
     )
-    assert (config.lr, config.warmup, config.bank_start, config.iterations, config.eval_every) == (3e-5, 0, 0, 250, 50)
+    assert (config.lr, config.warmup, config.bank_start, config.iterations, config.eval_every) == (1e-4, 0, 0, 250, 50)
+    assert config.freeze_bn and config.channels_last == "always"
     assert config.batch_size == 64
+
+
+def test_a_pretrained_backbone_keeps_its_batchnorm_statistics(runner, noisy_digits: str, tmp_path: Path) -> None:
+    from prism.models import build_model as fresh
+
+    runs = {}
+    for flag in ("--freeze-bn", "--no-freeze-bn"):
+        out = tmp_path / flag.strip("-")
+        args = ["train", "--dataset", noisy_digits, "--arch", "efficientnet_lite0", "--weights", "imagenet", *FAST]
+        result = runner.invoke(app, [*args, flag, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[flag] = load_checkpoint(out / "last.pt")
+    start = fresh("efficientnet_lite0", embed_dim=128, weights="imagenet", seed=0).state_dict()
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * 49  # every BatchNorm layer of EfficientNet-Lite0
+    frozen, trained = runs["--freeze-bn"]["model"], runs["--no-freeze-bn"]["model"]
+    assert all(torch.equal(frozen[k], start[k]) for k in stats)  # the pretrained statistics, untouched
+    assert not any(torch.equal(trained[k], start[k]) for k in stats[:4])  # without the switch they move
+    assert not torch.equal(frozen["backbone.bn1.weight"], start["backbone.bn1.weight"])  # scale and shift still train
+    assert runs["--freeze-bn"]["config"]["freeze_bn"] is True
+
+
+@pytest.mark.parametrize(
+    ("arch", "weights", "frozen"),
+    [("small_cnn", "random", False), ("efficientnet_lite0", "imagenet", True), ("efficientnet_lite0", "random", False)],
+)
+def test_freeze_bn_is_derived_from_the_backbone(arch: str, weights: str, frozen: bool) -> None:
+    shape = DataShape(side=105, classes=100, images=2000)
+    config = resolve(load_config(None, {"dataset": "omniglot", "arch": arch, "weights": weights}), shape)
+    assert config.freeze_bn is frozen
+
+
+def test_an_old_checkpoint_resumes_with_trained_batchnorm(runner, noisy_digits: str, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    args = ["train", "--dataset", noisy_digits, "--arch", "timm:resnet18", "--weights", "random", *FAST]
+    assert runner.invoke(app, [*args, "--iterations", "6", "--stop-at", "3", "--out", str(out)]).exit_code == 0
+    payload = torch.load(out / "last.pt", weights_only=True)
+    del payload["config"]["freeze_bn"]  # written before the option existed
+    torch.save(payload, out / "last.pt")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    del config["freeze_bn"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    resumed = runner.invoke(app, ["train", "--resume", "--out", str(out)])
+    assert resumed.exit_code == 0, resumed.output

@@ -74,17 +74,17 @@ def test_channels_last_on_trains_a_resnet_on_the_cpu(runner, noisy_digits: str, 
     out = tmp_path / "nhwc"
     result = runner.invoke(app, [
         "train", "--dataset", noisy_digits, "--arch", "resnet18", "--weights", "random", "--image-size", "32",
-        "--iterations", "4", "--eval-every", "2", "--workers", "0", "-P", "5", "-K", "4", "--channels-last", "on",
+        "--iterations", "4", "--eval-every", "2", "--workers", "0", "-P", "5", "-K", "4", "--channels-last", "always",
         "--out", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "last.pt")["config"]["channels_last"] == "on"
+    assert load_checkpoint(out / "last.pt")["config"]["channels_last"] == "always"
     wrong = runner.invoke(app, ["train", "--dataset", noisy_digits, "--channels-last", "yes", "--out", str(out)])
-    assert wrong.exit_code == 2 and "--channels-last must be one of auto, on, off, got 'yes'" in wrong.output
+    assert wrong.exit_code == 2 and "--channels-last must be one of auto, always, never, got 'yes'" in wrong.output
 
 
 def test_a_checkpoint_of_the_old_boolean_option_still_reads() -> None:
     from prism.config import from_dict
 
     assert from_dict({"channels_last": True}, where="old.yaml").channels_last == "auto"
-    assert from_dict({"channels_last": False}, where="old.yaml").channels_last == "off"
+    assert from_dict({"channels_last": False}, where="old.yaml").channels_last == "never"

@@ -65,6 +65,7 @@ def test_explicit_values_win() -> None:
         warmup=0,
         bank_start=0,
         lr=1e-4,
+        freeze_bn=False,
     )
     assert resolve(given, shape) == given
     assert resolve(TrainConfig(iterations=100), shape).warmup == 38  # derived values follow the explicit ones
