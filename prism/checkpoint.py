@@ -17,9 +17,9 @@ from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path
 from prism.config import TrainConfig, canonical
 
-# options that may differ between a run and its resumption; everything else must match the checkpoint
 # what only last.pt carries: the state that continues training, not the model that checkpoint.pt shares
 RESUME_ONLY = ("optimizer", "scheduler")
+# options that may differ between a run and its resumption; everything else must match the checkpoint
 RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "trace", "compile"}
 
 
