@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from torchvision import models
@@ -36,6 +37,21 @@ def check_name(name: str) -> str:
     if name in TORCHVISION or name == OFFLINE_IMAGENET or (name.startswith("timm:") and len(name) > 5):
         return name
     raise NoisekitError(f"--backbone {name!r}: expected one of {', '.join(NAMES)}")
+
+
+def timm_config(name: str) -> Any:
+    """timm's pretrained config of a timm-built backbone (``efficientnet_lite0``, ``timm:NAME``), read without building
+    the model or downloading anything: ``None`` where timm has none; ``False`` where timm knows no such model (or no
+    such pretrained tag). Only for names that are not torchvision's."""
+    import timm
+
+    from noisekit.backbones.efficientnet_lite0 import TIMM_NAME
+
+    model = TIMM_NAME if name == OFFLINE_IMAGENET else name.removeprefix("timm:")
+    try:
+        return timm.models.get_pretrained_cfg(model) if timm.is_model(model) else False
+    except RuntimeError:  # a known architecture with an unknown pretrained tag
+        return False
 
 
 def trunk(name: str, weights: str, *, pooling: str = "avg") -> Trunk:

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from noisekit.backbones import TORCHVISION, Trunk, check_name, trunk
+from noisekit.backbones import TORCHVISION, Trunk, check_name, timm_config, trunk
 from noisekit.backbones.weights import IMAGENET_MEAN, IMAGENET_STD
 from noisekit.errors import NoisekitError
 from noisekit.manifest import Manifest, atomic_path
@@ -89,13 +89,7 @@ def input_size(backbone: str, requested: int | None = None) -> int:
         return requested or 224
     import timm
 
-    from noisekit.backbones.efficientnet_lite0 import TIMM_NAME
-
-    name = TIMM_NAME if backbone == "efficientnet_lite0" else backbone.removeprefix("timm:")
-    try:
-        cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else False
-    except RuntimeError:  # a known architecture with an unknown pretrained tag
-        cfg = False
+    cfg = timm_config(backbone)
     if cfg is False:
         raise NoisekitError(f"--backbone {backbone}: timm {timm.__version__} has no model of that name "
                             "(timm.list_models)")  # fmt: skip

@@ -38,12 +38,10 @@ def check_arch(arch: str) -> str:
 def input_size(arch: str) -> int:
     """The image side ``arch``'s pretrained weights were trained at (timm's data config for timm models)."""
     if arch == "efficientnet_lite0" or arch.startswith("timm:"):
-        import timm
+        from noisekit.backbones import timm_config
 
-        from noisekit.backbones.efficientnet_lite0 import TIMM_NAME
-
-        cfg = timm.get_pretrained_cfg(TIMM_NAME if arch == "efficientnet_lite0" else arch.removeprefix("timm:"))
-        return cfg.input_size[-1] if cfg is not None and cfg.input_size else DEFAULT_SIZE
+        cfg = timm_config(arch)  # check_arch has refused a name timm does not know
+        return cfg.input_size[-1] if cfg and cfg.input_size else DEFAULT_SIZE
     return DEFAULT_SIZE
 
 
