@@ -92,7 +92,15 @@ def test_a_broken_image_read_by_a_worker_is_one_line(runner, home: Path, tmp_pat
 
 def _interrupt(command: list[str], ready: Callable[[int], bool]) -> subprocess.CompletedProcess:
     """Run ``command`` in a real process, send it SIGINT (Ctrl-C) once ``ready(pid)``, and return what it did."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN: restore the default a
+    # terminal's foreground program has, so the test does not depend on how pytest itself was started
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not ready(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
