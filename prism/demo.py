@@ -25,19 +25,22 @@ from noisekit.noise.symmetric import symmetric
 from noisekit.progress import progress
 from noisekit.sources.build import build
 
+# regime -> the preset its runs start from (None: the dataset's defaults)
+REGIMES = {"pretrained": "pretrained-cpu", "scratch": None}
 METRICS = (("precision_at_1", "P@1"), ("mean_average_precision_at_r", "MAP@R"), ("r_precision", "R-Prec"))
 
 
-def run(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def run(job: tuple[str, str | None, dict[str, Any]]) -> dict[str, Any]:
     """One training run in a worker process (one thread)."""
-    name, options = job
+    name, preset, options = job
     import torch
 
     torch.set_num_threads(1)
-    from prism.config import TrainConfig
+    from prism.config import load_config
     from prism.train import train
 
-    return {"name": name, "out": options["out"], **train(TrainConfig(**options), overwrite=True, progress=False)}
+    config = load_config(None, options, preset=preset)
+    return {"name": name, "out": options["out"], **train(config, overwrite=True, progress=False)}
 
 
 def history(out: Path) -> list[dict[str, Any]]:
@@ -103,7 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--jobs", type=int, default=3, help="parallel training processes")
-    parser.add_argument("--iterations", type=int, help="default: omniglot's (the README's defaults rule)")
+    parser.add_argument(
+        "--regime",
+        choices=sorted(REGIMES),
+        default="pretrained",
+        help="pretrained: the paper's (ImageNet EfficientNet-Lite0 fine-tuned, preset pretrained-cpu); "
+        "scratch: the small CNN from random weights at omniglot's defaults",
+    )
+    parser.add_argument("--iterations", type=int, help="default: the regime's (the README's defaults rule)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out = Path(args.out)
@@ -123,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         ("noisy", f"{noise} noise", variant, False),
         ("prism", f"{noise} noise + PRISM", variant, True),
     ]
+    preset = REGIMES[args.regime]
     jobs = [
         (
             key,
+            preset,
             {
                 "dataset": dataset,
                 "filter": "prism" if prism else "none",
@@ -137,15 +149,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         for key, _, dataset, prism in runs
     ]
-    from prism.config import TrainConfig, resolve
+    from prism.config import load_config, resolve
     from prism.data import prepare
 
     resolved = resolve(
-        TrainConfig(dataset=variant, iterations=args.iterations),
+        load_config(None, {"dataset": variant, "iterations": args.iterations}, preset=preset),
         prepare(variant, val_fraction=0.2, seed=args.seed).shape,
     )
     print(
-        f"training 3 x {resolved.iterations} iterations ({resolved.arch} at {resolved.image_size} px, P x K = "
+        f"training 3 x {resolved.iterations} iterations ({resolved.arch}, {resolved.weights} weights, at "
+        f"{resolved.image_size} px, P x K = "
         f"{resolved.classes_per_batch} x {resolved.samples_per_class}, PRISM from iteration {resolved.warmup}) "
         f"in {min(args.jobs, 3)} processes ...",
         flush=True,
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         futures = [pool.submit(run, job) for job in jobs]
         while not all(f.done() for f in futures):
             time.sleep(1)
-            bar.update(sum(len(history(out / key)) for key, _ in jobs) - bar.n)
+            bar.update(sum(len(history(out / key)) for key, *_ in jobs) - bar.n)
         for future in futures:
             result = future.result()
             rows[result["name"]] = result
@@ -171,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"{label:<20} " + " ".join(f"{test[m]:>11.3f}" for m, _ in METRICS) + f" {flags}")
     print("test: retrieval among the 2,120 images of the 106 unseen characters (3 alphabets never trained on)")
-    plot([(k, label, out / k) for k, label, *_ in runs], out / "demo.png", f"omniglot, {noise} symmetric noise, MCL")
+    title = f"omniglot, {noise} symmetric noise, MCL, {args.regime}"
+    plot([(k, label, out / k) for k, label, *_ in runs], out / "demo.png", title)
     write_json(
         out / "demo.json", {k: {"test": v["test"], "noise_detection": v["noise_detection"]} for k, v in rows.items()}
     )
