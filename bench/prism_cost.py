@@ -18,10 +18,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from prism.filters.prism import PrismSelector
 from prism.memory import FeatureBank
 from prism.methods.mcl import MemoryContrastiveLoss
 from prism.models import build_model
-from prism.selection import PrismSelector, ThresholdWindow, exact_scores, p_clean, select
+from prism.selection import ThresholdWindow, exact_scores, p_clean, select
 
 
 def sync(device: torch.device) -> None:
@@ -68,7 +69,7 @@ def main() -> None:
     }
     everything = torch.ones(args.bank, dtype=torch.bool, device=device)
     for selector in selectors.values():
-        selector.update_centres(bank, bank.labels, everything)
+        selector.update(bank, bank.labels, everything)
     images = torch.randn(args.batch, 3, size, size, generator=g).to(device)
     if gpu:
         images = images.to(memory_format=torch.channels_last)
@@ -88,11 +89,11 @@ def main() -> None:
         opt.step()
         bank.enqueue(emb.detach(), labels, keep)
         if mode is not None:
-            selectors[mode].update_centres(bank, labels, keep)
+            selectors[mode].update(bank, labels, keep)
 
     def select_only(mode: str) -> None:
         sel = selectors[mode](emb_fixed, labels, bank)
-        selectors[mode].update_centres(bank, labels, sel.keep)
+        selectors[mode].update(bank, labels, sel.keep)
 
     def select_literal() -> None:
         """Eq. 2 literally: one matmul against the whole bank and a segment mean (exact mode's reference)."""

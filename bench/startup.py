@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prism.filters.prism import PrismSelector
 from prism.memory import FeatureBank
 from prism.samplers import ChunkBatches
-from prism.selection import PrismSelector
 
 CLASSES, DIM, RATE = 11318, 128, 0.5
 
@@ -52,7 +52,7 @@ def main() -> None:
             y = torch.as_tensor(labels)[rows]
             keep = selector(feats[rows], y, bank).keep
             bank.enqueue(feats[rows], y, keep)
-            selector.update_centres(bank, y, keep)
+            selector.update(bank, y, keep)
             flagged = ~keep
             kept.append(float(keep.float().mean()))
             hits = torch.as_tensor(noisy)[rows][flagged]

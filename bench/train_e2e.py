@@ -112,10 +112,10 @@ def one_run(args: argparse.Namespace, manifest: Path, decode: str, out: Path) ->
 
 def model_only(args: argparse.Namespace) -> float:
     """The PRISM training step on a batch already on the device, as bench/prism_cost.py times it."""
+    from prism.filters.prism import PrismSelector
     from prism.memory import FeatureBank
     from prism.methods.mcl import MemoryContrastiveLoss
     from prism.models import build_model
-    from prism.selection import PrismSelector
 
     device, gpu = torch.device(args.device), args.device.startswith("cuda")
     model = build_model(args.arch, embed_dim=128, weights="random", seed=0).to(device)
@@ -140,7 +140,7 @@ def model_only(args: argparse.Namespace) -> float:
         loss.backward()
         optimizer.step()
         bank.enqueue(emb.detach(), labels, keep)
-        selector.update_centres(bank, labels, keep)
+        selector.update(bank, labels, keep)
 
     for _ in range(min(10, args.model_steps)):
         step()

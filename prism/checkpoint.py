@@ -25,11 +25,13 @@ RESUMABLE = {"out", "device", "workers", "eval_every", "log_every", "stop_at", "
 
 @dataclass
 class NoiseTracker:
-    """Per training image: how often it was drawn, how often flagged, its last P_clean (on the device)."""
+    """Per training image: how often it was drawn, how often flagged, its last P_clean and the class its filter found
+    most likely at that draw (-1: none; on the device)."""
 
     seen: torch.Tensor
     flagged: torch.Tensor
     last_p: torch.Tensor
+    likely: torch.Tensor
 
     @classmethod
     def create(cls, n: int, device: torch.device) -> NoiseTracker:
@@ -37,16 +39,26 @@ class NoiseTracker:
             torch.zeros(n, dtype=torch.long, device=device),
             torch.zeros(n, dtype=torch.long, device=device),
             torch.full((n,), float("nan"), device=device),
+            torch.full((n,), -1, dtype=torch.long, device=device),
         )
 
-    def update(self, rows: torch.Tensor, keep: torch.Tensor, p: torch.Tensor | None) -> None:
+    def update(
+        self, rows: torch.Tensor, keep: torch.Tensor, p: torch.Tensor | None, likely: torch.Tensor | None = None
+    ) -> None:
         self.seen.index_add_(0, rows, torch.ones_like(rows))
         self.flagged.index_add_(0, rows, (~keep).long())
         if p is not None:
             self.last_p.index_copy_(0, rows, p.float())
+        if likely is not None:
+            self.likely.index_copy_(0, rows, likely.long())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"seen": self.seen.clone(), "flagged": self.flagged.clone(), "last_p": self.last_p.clone()}
+        return {
+            "seen": self.seen.clone(),
+            "flagged": self.flagged.clone(),
+            "last_p": self.last_p.clone(),
+            "likely": self.likely.clone(),
+        }
 
 
 @dataclass

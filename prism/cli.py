@@ -45,7 +45,10 @@ _FILTER = Annotated[
     ),
 ]
 _FILTER_RATE = Annotated[
-    float | None, typer.Option(help="R: share of each batch the rank cut removes (Co-teaching: forget rate)")
+    str | None,
+    typer.Option(
+        help="R: share of each batch the rank cut removes (Co-teaching: forget rate), or auto: estimated online"
+    ),
 ]
 _TRANSITION = Annotated[
     str | None, typer.Option(help="F-correction's matrix: estimate (anchor points) or known (symmetric noise)")
@@ -231,9 +234,34 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="One JSON list 
         return
     table = [("method", "kind", "filter", "uses", "reference")]
     table += [(r["name"], r["kind"], "yes" if r["filter"] else "no", r["uses"], r["reference"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]  # from the content: columns never run together
+    _echo_table(table)
+
+
+def _echo_table(table: list[tuple[str, ...]]) -> None:
+    """Columns sized from the content, so they never run together; the last one runs free."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
         typer.echo("".join(f"{cell:<{w + 2}}" for cell, w in zip(row, widths, strict=False)) + row[-1])
+
+
+@app.command()
+@user_errors
+def filters(as_json: Annotated[bool, typer.Option("--json", help="One JSON list instead of a table")] = False) -> None:
+    """List the filters prism train --filter runs: reference, what --filter-rate means to each (R, R or auto, or
+    "not needed": it needs no rate) and which methods take it.
+
+    Example: prism filters --json
+    """
+    from prism.filters import FILTERS
+
+    rows = [f.row() for f in FILTERS.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _echo_table(
+        [("filter", "rate", "applies to", "reference")]
+        + [(r["name"], r["rate"], r["applies"], r["reference"]) for r in rows]
+    )
 
 
 @app.command()
@@ -259,7 +287,7 @@ def grid(
         list[str] | None, typer.Option("--set", help="KEY=VALUE: a prism train option for every run")
     ] = None,
     filter_rate: Annotated[
-        str | None, typer.Option(help="variant (the variant's noise rate, as the authors set R) or a number")
+        str | None, typer.Option(help="variant (the variant's noise rate, as the authors set R), auto or a number")
     ] = None,
     out: Annotated[str | None, typer.Option(help=f"{HELP['--out']}: one folder per run, results.*")] = None,
     jobs: Annotated[int | None, typer.Option(help="Runs at a time (one thread each when more than one)")] = None,

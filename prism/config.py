@@ -37,10 +37,11 @@ class TrainConfig:
     dataset: str = "digits/symmetric-0.5"
     root: str | None = None  # the local copy of the images of a dataset published --labels-only
     method: str = "mcl"  # prism/methods: `prism methods` lists them
-    # none, prism, batch-positive or memory-positive; None: prism where the method takes a filter, else none
+    # prism/filters (`prism filters` lists them); None: prism where the method takes a filter, else none
     filter: str | None = None
-    # R: the share of each batch the rank cut removes (unknown noise: 0.5); Co-teaching's forget rate
-    filter_rate: float = 0.5
+    # R: the share of each batch the rank cut removes (unknown noise: 0.5), or auto: estimated online from the
+    # filter's class scores (prism/filters/rate.py); Co-teaching's forget rate
+    filter_rate: float | str = 0.5
     transition: str = "estimate"  # F-correction's matrix: estimate (anchor points) or known (symmetric noise)
     window: int = 30  # tau: TRMs averaged into sTRM (the authors' CARS-98N setting)
     mode: str = "centre"  # centre (Eq. 6/7) or exact (Eq. 2/3)
@@ -92,9 +93,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from prism.methods import check
 
-        object.__setattr__(self, "filter", check(self.method, self.filter))
-        if not 0.0 <= self.filter_rate < 1.0:
-            raise NoisekitError(f"--filter-rate must be in [0, 1), got {self.filter_rate}")
+        if isinstance(self.filter_rate, str) and self.filter_rate != "auto":
+            raise NoisekitError(f"--filter-rate must be a number in [0, 1) or auto, got {self.filter_rate!r}")
+        if self.filter_rate != "auto" and self.filter_rate not in RANGES["filter_rate"]:
+            raise NoisekitError(f"--filter-rate must be {RANGES['filter_rate']}, got {self.filter_rate}")
+        object.__setattr__(self, "filter", check(self.method, self.filter, self.filter_rate))
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 flag = name.replace("_", "-")
@@ -102,7 +105,7 @@ class TrainConfig:
         check_arch(self.arch)
         for name, allowed in RANGES.items():
             value = getattr(self, name)
-            if value is not None and value not in allowed:
+            if value is not None and value != "auto" and value not in allowed:
                 raise NoisekitError(f"--{name.replace('_', '-')} must be {allowed}, got {value}")
         if self.arch == "bninception" and self.image_size is not None and self.image_size % 32:
             raise NoisekitError(f"--image-size must be a multiple of 32 for bninception, got {self.image_size}")
@@ -265,6 +268,8 @@ def _typed(name: str, value: Any, hint: Any, where: str) -> Any:
     kinds = typing.get_args(hint) or (hint,)
     if value is None and type(None) in kinds:
         return None
+    if value == "auto" and str in kinds:  # filter_rate: a number or auto
+        return value
     kind = next(k for k in kinds if k is not type(None))
     if kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
         try:

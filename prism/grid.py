@@ -107,8 +107,8 @@ def plan(spec_values: dict[str, Any], *, where: str) -> Grid:
     if not isinstance(options, dict):
         raise NoisekitError(f"{where}: options must be a mapping of prism train option: value, got {options!r}")
     rate_rule = spec_values.get("filter_rate", "variant")
-    if rate_rule != "variant":
-        rate_rule = _number(rate_rule, float, "filter_rate", "variant or a number", where)
+    if rate_rule not in ("variant", "auto"):
+        rate_rule = _number(rate_rule, float, "filter_rate", "variant, auto or a number", where)
     seeds = [
         _number(seed, int, "seeds", "integers", where)
         for seed in _listed(spec_values.get("seeds", [0]), "seeds", where, text=False)

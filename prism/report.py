@@ -135,6 +135,7 @@ def finish(
             "times_seen": seen,
             "times_flagged": flagged_count,
             "last_p_clean": tracker.last_p.cpu().numpy(),
+            "likely_label": tracker.likely.cpu().numpy(),  # the filter's most likely class at the last draw; -1
         }
     )
     # the warm-up never selects; with the authors' start-up the batch-only start does not either
@@ -155,6 +156,8 @@ def finish(
         "validation": data.val_by,
         "test": test,
         "noise_detection": noise,
+        "filter_rate": config.filter_rate,
+        "rate_estimate": rate_record(state, data.train.noisy),
         "train_seconds": round(seconds, 1),
         "processes": ctx.world_size,
         "backend": torch.distributed.get_backend() if ctx.distributed else None,
@@ -166,8 +169,28 @@ def finish(
     with atomic_path(out / "noise_report.parquet") as tmp:
         report.to_parquet(tmp, index=False)
     write_json(out / "summary.json", summary)
-    plot_curves(state, out / "curves.png", title=f"{config.dataset}  {run_name(config)}")
+    plot_curves(
+        state, out / "curves.png", title=f"{config.dataset}  {run_name(config)}", true_rate=true_rate(data.train.noisy)
+    )
     return summary
+
+
+def true_rate(noisy: np.ndarray) -> float | None:
+    """The share of noisy labels among the training images whose flag is known (None: none known)."""
+    known = noisy >= 0
+    return float((noisy[known] == 1).mean()) if known.any() else None
+
+
+def rate_record(state: RunState, noisy: np.ndarray) -> dict[str, Any]:
+    """The filter's R over the run (``--filter-rate auto``: its estimate) at each log step, its final value, and the
+    true share of noisy training labels where known."""
+    rows = [(s["iteration"], s["rate"]) for s in state.steps if s.get("rate") is not None]
+    return {
+        "final": rows[-1][1] if rows else None,
+        "true": true_rate(noisy),
+        "iterations": [it for it, _ in rows],
+        "values": [round(v, 4) for _, v in rows],
+    }
 
 
 def run_name(config: TrainConfig) -> str:
@@ -175,7 +198,7 @@ def run_name(config: TrainConfig) -> str:
     return config.method + {"none": "", "prism": " + PRISM"}.get(config.filter, f" + {config.filter}")
 
 
-def plot_curves(state: RunState, path: Path, *, title: str) -> None:
+def plot_curves(state: RunState, path: Path, *, title: str, true_rate: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +226,12 @@ def plot_curves(state: RunState, path: Path, *, title: str) -> None:
     steps = state.steps
     for key, name in (("flag_precision", "flagged precision"), ("flag_recall", "flagged recall"), ("kept", "kept")):
         right.plot([s["iteration"] for s in steps], [np.nan if s[key] is None else s[key] for s in steps], label=name)
-    right.set(xlabel="iteration", title="PRISM noise detection (per batch)", ylim=(0, 1.02))
+    if any(s.get("rate") is not None for s in steps):  # the filter's R: fixed, or the auto estimate
+        rates = [np.nan if s.get("rate") is None else s["rate"] for s in steps]
+        right.plot([s["iteration"] for s in steps], rates, linestyle="--", color="black", label="filter rate R")
+        if true_rate is not None:
+            right.axhline(true_rate, linestyle=":", color="grey", label=f"true noise rate {true_rate:.2f}")
+    right.set(xlabel="iteration", title="noise detection (per batch)", ylim=(0, 1.02))
     right.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,4 +1,5 @@
-"""PRISM: ranking-based instance selection (Liu et al., CVPR 2021), as pure tensor functions plus a small state.
+"""PRISM's threshold rule and class scores (Liu et al., CVPR 2021) as pure tensor functions; the filters in
+``prism/filters/`` (PRISM's criterion in ``prism/filters/prism.py``) build on them.
 
 For a batch of L2-normalised features f_i with labels y_i and a feature bank:
 
@@ -38,9 +39,6 @@ from dataclasses import dataclass
 import torch
 
 from prism.memory import FeatureBank
-
-MODES = ("centre", "exact")
-SCORES = ("prism", "batch-positive", "memory-positive")
 
 
 def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,15 +95,24 @@ def batch_positive(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return torch.where(has, mean, torch.ones_like(mean)), has
 
 
-def rank_cut(p: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The TRM (floor(rate * n)-th smallest P, -inf when that is 0) and the mask keeping all but those lowest."""
-    k = math.floor(rate * p.shape[0])
-    keep = torch.ones_like(p, dtype=torch.bool)
-    if k == 0:
-        return torch.full((), float("-inf"), device=p.device, dtype=p.dtype), keep
-    lowest = torch.argsort(p, stable=True)[:k]
-    keep[lowest] = False
-    return p[lowest[-1]], keep
+def rank_cut(p: torch.Tensor, rate: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The TRM (floor(rate * n)-th smallest P, -inf when that is 0) and the mask keeping all but those lowest.
+
+    ``rate`` may be a device tensor (``--filter-rate auto``'s estimate): the cut then needs no host synchronisation.
+    """
+    if not torch.is_tensor(rate):
+        k = math.floor(rate * p.shape[0])
+        keep = torch.ones_like(p, dtype=torch.bool)
+        if k == 0:
+            return torch.full((), float("-inf"), device=p.device, dtype=p.dtype), keep
+        lowest = torch.argsort(p, stable=True)[:k]
+        keep[lowest] = False
+        return p[lowest[-1]], keep
+    k = torch.floor(rate.to(p.device, torch.float64) * p.shape[0]).long()
+    order = torch.argsort(p, stable=True)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(p), device=p.device))
+    trm = torch.where(k > 0, p[order[(k - 1).clamp(min=0)]], torch.full((), float("-inf"), device=p.device))
+    return trm.to(p.dtype), rank >= k
 
 
 class ThresholdWindow:
@@ -141,15 +148,24 @@ class ThresholdWindow:
 
 @dataclass
 class Selection:
-    """One step's decision: ``keep`` (n,) bool, ``p`` (n,) P_clean, ``threshold`` () the cut applied."""
+    """One step's decision: ``keep`` (n,) bool, ``p`` (n,) P_clean (or the criterion's score), ``threshold`` () the
+    cut applied, ``likely`` (n,) the class the criterion finds most likely for each sample (-1: none; what
+    ``noisekit make cleaned --relabel`` sets) and ``has`` (n,) whether the sample was scored against its own class."""
 
     keep: torch.Tensor
     p: torch.Tensor
     threshold: torch.Tensor
+    likely: torch.Tensor | None = None
+    has: torch.Tensor | None = None
 
 
 def select(
-    p: torch.Tensor, has_centre: torch.Tensor, any_centre: torch.Tensor, *, rate: float, window: ThresholdWindow
+    p: torch.Tensor,
+    has_centre: torch.Tensor,
+    any_centre: torch.Tensor,
+    *,
+    rate: float | torch.Tensor,
+    window: ThresholdWindow,
 ) -> Selection:
     """Apply the sTRM rule to one batch's P_clean (``has_centre`` (n,): the sample's class has a centre; pass all
     True for the authors' start-up, and ``any_centre`` False only to keep the whole batch)."""
@@ -162,86 +178,10 @@ def select(
     keep = torch.where(fallback, keep_rank, keep_window) | ~has_centre
     keep = keep | ~any_centre  # no centre at all: keep everything
     threshold = torch.where(fallback, trm, strm)
-    return Selection(keep=keep, p=p, threshold=threshold)
+    return Selection(keep=keep, p=p, threshold=threshold, has=has_centre)
 
 
-class PrismSelector:
-    """PRISM's state: class centres and the threshold window. Call it on a batch; then, after the kept samples have
-    entered the bank, call :meth:`update_centres` with the batch labels and the keep-mask."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        *,
-        rate: float = 0.5,
-        window: int = 30,
-        mode: str = "centre",
-        startup: str = "ours",
-        score: str = "prism",
-        device: torch.device | str = "cpu",
-    ) -> None:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"filter rate must be in [0, 1), got {rate}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if startup not in ("ours", "authors"):
-            raise ValueError(f"startup must be ours or authors, got {startup!r}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        self.num_classes, self.rate, self.mode, self.startup, self.score = num_classes, rate, mode, startup, score
-        self.centres = torch.zeros(num_classes, dim, device=device)
-        self.has_centre = torch.zeros(num_classes, dtype=torch.bool, device=device)
-        self.window = ThresholdWindow(window, device=device)
-        self.refresh_after = torch.ones((), dtype=torch.bool, device=device)
-
-    @torch.no_grad()
-    def __call__(self, feats: torch.Tensor, labels: torch.Tensor, bank: FeatureBank) -> Selection:
-        feats = feats.detach().float()
-        if self.score == "batch-positive":
-            p, has = batch_positive(feats, labels)
-            return select(p, has, has.any(), rate=self.rate, window=self.window)
-        if self.mode == "exact" and bank.num_classes == self.num_classes:
-            means, present = bank.class_means()
-            scores = centre_scores(feats, means)
-        elif self.mode == "exact":
-            scores, present = exact_scores(feats, bank, self.num_classes)
-        else:
-            scores, present = centre_scores(feats, self.centres), self.has_centre
-        if self.score == "memory-positive":
-            has = present[labels]
-            own = scores.gather(1, labels.view(-1, 1)).squeeze(1)
-            return select(
-                torch.where(has, own, torch.ones_like(own)), has, present.any(), rate=self.rate, window=self.window
-            )
-        if self.startup == "authors":
-            # the authors' loss returns before touching its state when the bank is empty: no centres refresh then
-            self.refresh_after = bank.count > 0
-            p = p_clean(scores, labels, present, absent_logit=0.0)
-            always = torch.ones_like(labels, dtype=torch.bool)
-            return select(p, always, self.refresh_after, rate=self.rate, window=self.window)
-        p = p_clean(scores, labels, present)
-        return select(p, present[labels], present.any(), rate=self.rate, window=self.window)
-
-    @torch.no_grad()
-    def update_centres(self, bank: FeatureBank, labels: torch.Tensor, keep: torch.Tensor) -> None:
-        """Recompute the centres of the classes kept in this step from the bank (the others keep theirs)."""
-        if self.mode == "exact":
-            return  # exact mode reads the bank itself
-        means, present = class_centres(bank, self.num_classes)
-        kept = torch.zeros(self.num_classes, device=means.device).index_add_(0, labels, keep.float()) > 0
-        refresh = kept & present & self.refresh_after
-        self.centres = torch.where(refresh.unsqueeze(1), means, self.centres)
-        self.has_centre = self.has_centre | refresh
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "centres": self.centres.clone(),
-            "has_centre": self.has_centre.clone(),
-            **{f"window.{k}": v for k, v in self.window.state_dict().items()},
-        }
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.centres = state["centres"].to(self.centres.device)
-        self.has_centre = state["has_centre"].to(self.has_centre.device)
-        self.window.load_state_dict({"values": state["window.values"], "valid": state["window.valid"]})
+def likely_class(scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(n,) the present class of highest score per row of ``scores`` (n, C); -1 where no class is present."""
+    best = scores.masked_fill(~present, float("-inf")).argmax(1)
+    return torch.where(present.any(), best, torch.full_like(best, -1))

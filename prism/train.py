@@ -45,13 +45,13 @@ from prism.data import (
     train_transform,
 )
 from prism.dist import DistContext, setup, sync_batchnorm, teardown
+from prism.filters import Filter, build_filter
 from prism.memory import FeatureBank
 from prism.methods import Context, Method, build_method, spec
 from prism.methods.base import Twin, open_set
 from prism.models import build_model
 from prism.report import SELECTION_METRIC, evaluate_checkpoint, evaluate_split, finish, train_features
 from prism.samplers import make_sampler
-from prism.selection import PrismSelector
 
 __all__ = ["evaluate_checkpoint", "load_checkpoint", "train"]
 
@@ -66,7 +66,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     bank: FeatureBank
-    selector: PrismSelector | None
+    selector: Filter | None
     tracker: NoiseTracker
     bf16: bool
     memory_format: torch.memory_format
@@ -135,16 +135,7 @@ def build_parts(config: TrainConfig, data: TrainingData, ctx: DistContext) -> Pa
     )
     selector = None
     if config.filtered:
-        selector = PrismSelector(
-            data.num_classes,
-            config.embed_dim,
-            rate=config.filter_rate,
-            window=config.window,
-            mode=config.mode,
-            startup=config.startup,
-            score=config.filter,
-            device=device,
-        )
+        selector = build_filter(config.filter, data.num_classes, config.embed_dim, config, device, method)
     return Parts(
         core=core,
         model=model,
@@ -170,7 +161,9 @@ def restore(parts: Parts, config: TrainConfig, path: Path) -> RunState:
     parts.bank.load_state_dict(payload["bank"])
     if parts.selector is not None:
         parts.selector.load_state_dict(payload["selector"])
-    parts.tracker = NoiseTracker(**{k: v.to(parts.tracker.seen.device) for k, v in payload["tracker"].items()})
+    tracked = {k: v.to(parts.tracker.seen.device) for k, v in payload["tracker"].items()}
+    tracked.setdefault("likely", parts.tracker.likely)  # checkpoints before the likely class was tracked
+    parts.tracker = NoiseTracker(**tracked)
     return RunState.from_payload(payload)
 
 
@@ -234,9 +227,10 @@ def train_step(
     banked = it >= config.bank_start
     selector, bank = parts.selector, parts.bank
     filling = banked or (selector is not None and config.startup == "ours")
+    likely = None
     if selector is not None and filling and it >= config.warmup:
         selection = selector(emb, labels, bank)
-        keep, p, threshold = selection.keep, selection.p, selection.threshold
+        keep, p, threshold, likely = selection.keep, selection.p, selection.threshold, selection.likely
     else:
         keep, p, threshold = torch.ones_like(labels, dtype=torch.bool), None, torch.tensor(float("nan"))
     loss = parts.method(emb, labels, keep, bank if parts.method.uses_bank and banked else None, it)
@@ -252,11 +246,11 @@ def train_step(
     parts.optimizer.step()
     parts.scheduler.step()
     if filling and (selector is not None or parts.method.uses_bank):
-        bank.enqueue(emb.detach(), labels, keep)
+        bank.enqueue(emb.detach(), labels, None if selector is not None and selector.enqueue_all else keep)
         # the authors' loss builds no centres before its warm-up ends (NOISE.WARM_UP); ours starts from those built
         if selector is not None and (it >= config.warmup or config.startup == "ours"):
-            selector.update_centres(bank, labels, keep)
-    parts.tracker.update(rows, keep, p)
+            selector.update(bank, labels, keep)
+    parts.tracker.update(rows, keep, p, likely)
     trace = {}
     if config.trace:
         trace = {
@@ -274,9 +268,18 @@ def train_step(
             (flagged & (noisy == 1)).sum().float(),
             (flagged & (noisy >= 0)).sum().float(),
             (noisy == 1).sum().float(),
+            rate_estimate(parts).float().to(device),
         ]
     )
     return stats, trace
+
+
+def rate_estimate(parts: Parts) -> torch.Tensor:
+    """() the R the filter (or Co-teaching) cuts at now: ``--filter-rate auto``'s estimate or the fixed R; NaN
+    without either."""
+    if parts.selector is not None:
+        return parts.selector.rate.current()
+    return parts.method.rate_estimate()
 
 
 def log_row(iteration: int, seconds: float, stats: list[torch.Tensor]) -> dict[str, Any]:
@@ -290,6 +293,7 @@ def log_row(iteration: int, seconds: float, stats: list[torch.Tensor]) -> dict[s
         "threshold": float(np.nanmean(s[:, 2])) if np.isfinite(s[:, 2]).any() else None,
         "flag_precision": float(s[:, 3].sum() / s[:, 4].sum()) if s[:, 4].sum() else None,
         "flag_recall": float(s[:, 3].sum() / s[:, 5].sum()) if s[:, 5].sum() else None,
+        "rate": float(s[-1, 6]) if np.isfinite(s[-1, 6]) else None,  # the filter's R at the row's last step
     }
 
 

@@ -15,9 +15,8 @@ from noisekit.errors import NoisekitError
 from prism.methods import coteaching, fcorrection, mcl, pml, smooth_proxy_anchor
 from prism.methods.base import Context, Method, MethodSpec
 
-__all__ = ["FILTERS", "METHODS", "Context", "Method", "MethodSpec", "build_method", "check", "spec"]
+__all__ = ["METHODS", "Context", "Method", "MethodSpec", "build_method", "check", "spec"]
 
-FILTERS = ("none", "prism", "batch-positive", "memory-positive")
 LIB = "pytorch_metric_learning.losses."
 # Rates of a proxy loss's own parameters. The PRISM authors train the proxies of every baseline they run through
 # pytorch-metric-learning (ret_benchmark/losses/noXBM_loss.py: N.Softmax, ProxyNCA, SoftTriple) with a separate Adam
@@ -68,19 +67,15 @@ def spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def check(method: str, filter_name: str | None) -> str:
+def check(method: str, filter_name: str | None, rate: float | str = 0.5) -> str:
     """The filter a run uses (None: prism where the method takes one, else none); a one-line error for an unknown
-    method or filter, or a filter the method cannot take."""
+    method or filter, or a filter the method cannot take (``prism/filters/``)."""
+    from prism.filters import check_filter
+
     found = spec(method)
     if filter_name is None:
         return "prism" if found.filters else "none"
-    if filter_name not in FILTERS:
-        raise NoisekitError(f"--filter must be one of {', '.join(FILTERS)}, got {filter_name!r}")
-    if filter_name != "none" and not found.filters:
-        raise NoisekitError(
-            f"--filter {filter_name}: {method} chooses its samples itself and takes no filter; use --filter none"
-        )
-    return filter_name
+    return check_filter(found, filter_name, rate)
 
 
 def build_method(name: str, ctx: Context) -> Method:

@@ -32,7 +32,7 @@ class Context:
     warmup: int  # the loop's warm-up (a two-stage method's first stage when it has no length of its own)
     batch_size: int
     train_images: int
-    rate: float  # the filter or forget rate R
+    rate: float | str  # the filter or forget rate R, or "auto"
     options: dict[str, Any]  # every option of the run (TrainConfig.to_dict())
     noise: dict[str, Any] | None  # the variant's noise record (None: clean or unknown)
     open_set: bool = False  # the labels are open-set noise (see open_set below)
@@ -121,6 +121,14 @@ class Method(nn.Module, abc.ABC):
     def proxy_parameters(self) -> list[nn.Parameter]:
         """The parameters trained at ``--proxy-lr`` without weight decay (proxies, class centres)."""
         return []
+
+    def rate_estimate(self) -> torch.Tensor:
+        """() the forget rate a method that selects its samples itself cuts at now (Co-teaching); NaN: none."""
+        return torch.tensor(float("nan"))
+
+    def class_similarity(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """(n, C) similarity of each sample to each class's learned proxy (``--filter proxysim``); None: no proxies."""
+        return None
 
 
 class Twin(nn.Module):

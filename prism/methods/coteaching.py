@@ -5,7 +5,8 @@ PyTorch implementation exists.
 Two networks of the same architecture and different initialisation classify the training labels. In each step each
 network ranks the batch by its own cross-entropy and keeps the 1 - R(t) smallest; network A trains on B's pick and B
 on A's. R(t) = tau * min(t / T_k, 1) (the original code's linear ramp over its first ``num_gradual`` = 10 epochs),
-tau = the forget rate (``--filter-rate``: the papers set it to the noise rate). Co-teaching+ first trains as
+tau = the forget rate (``--filter-rate``: the papers set it to the noise rate; ``auto``: estimated from network A's
+logits over the last 30 batches, prism/filters/rate.py). Co-teaching+ first trains as
 Co-teaching for the first tenth of the run (the authors' CIFAR-10 ``init_epoch``: 20 of 200 epochs), then only on
 the samples whose two predictions disagree, each network keeping the (1 - R(t)) share of those with the smallest
 loss. With no disagreement in a batch the step trains nothing. The authors' ``loss_coteaching_plus``
@@ -30,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prism.filters.rate import RateEstimator
 from prism.memory import FeatureBank
 from prism.methods.base import Context, Method
 from prism.methods.classify import Classifier, epochs_to_iterations
@@ -78,6 +80,8 @@ class CoTeaching(Method):
         self.head_a = Classifier(ctx.embed_dim, ctx.num_classes, temperature)
         self.head_b = Classifier(ctx.embed_dim, ctx.num_classes, temperature)
         self.rate, self.plus, self.dim = ctx.rate, plus, ctx.embed_dim
+        if ctx.rate == "auto":
+            self.estimator = RateEstimator()
         self.ramp = epochs_to_iterations(RAMP_EPOCHS, ctx.train_images, ctx.batch_size, ctx.iterations)
         self.init = round(PLUS_INIT_SHARE * ctx.iterations)
 
@@ -91,7 +95,7 @@ class CoTeaching(Method):
     ) -> torch.Tensor:
         feats_a, feats_b = emb[:, : self.dim], emb[:, self.dim :]
         logits_a, logits_b = self.head_a(feats_a), self.head_b(feats_b)
-        rate = forget_rate(iteration, self.rate, self.ramp)
+        rate = forget_rate(iteration, self.tau(logits_a, labels), self.ramp)
         if self.plus and iteration >= self.init:
             disagree = logits_a.argmax(1) != logits_b.argmax(1)
             if not bool(disagree.any()):
@@ -99,3 +103,14 @@ class CoTeaching(Method):
             logits_a, logits_b, labels = logits_a[disagree], logits_b[disagree], labels[disagree]
         loss, _, _ = exchange(logits_a, logits_b, labels, rate)
         return loss
+
+    def tau(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        """The forget rate: the fixed one, or (auto) the estimate after counting this batch."""
+        if self.rate != "auto":
+            return self.rate
+        present = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+        self.estimator.observe(logits.detach(), present, labels, torch.ones_like(labels, dtype=torch.bool))
+        return float(self.estimator.value())
+
+    def rate_estimate(self) -> torch.Tensor:
+        return self.estimator.value() if self.rate == "auto" else torch.tensor(float(self.rate))

@@ -34,6 +34,21 @@ class KeptLoss(Method):
     def proxy_parameters(self) -> list[nn.Parameter]:
         return list(self.loss.parameters())
 
+    def class_similarity(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """(n, C) the loss's similarity of each sample to each class's proxy (ProxySim), None without proxies:
+        cosine to ProxyNCA's and Proxy-Anchor's proxies and the normalised softmax's class weights; SoftTriple's
+        relaxed similarity over a class's centres (pytorch_metric_learning/losses/soft_triple_loss.py, its
+        ``compute_loss``: softmax over a class's centres at 1 / gamma of the cosine, weighted sum)."""
+        loss, cosine = self.loss, CosineSimilarity()
+        if isinstance(loss, losses.SoftTripleLoss):
+            sims = cosine(feats, loss.fc.t()).view(len(feats), loss.num_classes, loss.centers_per_class)
+            return (torch.softmax(sims * loss.gamma, dim=2) * sims).sum(2)
+        if isinstance(loss, losses.NormalizedSoftmaxLoss):
+            return cosine(feats, loss.W.t())
+        if isinstance(loss, losses.ProxyAnchorLoss | losses.ProxyNCALoss):
+            return cosine(feats, loss.proxies)
+        return None
+
 
 def library_loss(name: str, ctx: Context) -> nn.Module:
     """The pytorch-metric-learning loss behind ``name``, with its paper's parameters."""

@@ -20,11 +20,11 @@ from prism.backbones.bninception import BNInception
 from prism.cli import app
 from prism.config import DataShape, load_config, presets, resolve
 from prism.data import CropFlip
+from prism.filters.prism import PrismSelector
 from prism.memory import FeatureBank
 from prism.methods.mcl import MemoryContrastiveLoss, contrastive_terms
 from prism.models import build_model
 from prism.samplers import ChunkBatches, PKBatches
-from prism.selection import PrismSelector
 from prism.train import load_checkpoint, train
 
 AUTHORS_CONFIG = yaml.safe_load((PRISM_LISTS / "configs" / "CARSN" / "MemoryContrastiveLossPRISM.yaml").read_text())
@@ -161,7 +161,7 @@ def test_authors_startup_counts_centreless_classes_and_cuts_by_rank() -> None:
     bank = FeatureBank(32, 8, num_classes=5)
     bank.enqueue(feats[:2], labels[:2])  # only class 0 is in the bank
     for selector in (ours, authors):
-        selector.update_centres(bank, labels[:2], torch.ones(2, dtype=torch.bool))
+        selector.update(bank, labels[:2], torch.ones(2, dtype=torch.bool))
     assert not authors.has_centre.any()  # the authors' loss does not refresh centres on an empty-bank step
     authors.has_centre[0], authors.centres[0] = True, ours.centres[0]
     a = authors(feats, labels, bank)

@@ -7,8 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from prism.filters.prism import PrismSelector
 from prism.memory import FeatureBank
-from prism.selection import PrismSelector, ThresholdWindow, class_centres, exact_scores, p_clean, rank_cut, select
+from prism.selection import ThresholdWindow, class_centres, exact_scores, p_clean, rank_cut, select
 
 
 def _clustered(n_per_class: int, classes: int, dim: int = 32, spread: float = 0.15, seed: int = 0):
@@ -46,7 +47,7 @@ def test_exact_mode_equals_centre_mode_when_centres_are_bank_means() -> None:
     summed = FeatureBank(300, 32, num_classes=12)
     summed.enqueue(feats[:300], labels[:300])
     centre_sel, exact_sel = PrismSelector(12, 32, mode="centre"), PrismSelector(12, 32, mode="exact")
-    centre_sel.update_centres(bank, labels[:300], torch.ones(300, dtype=torch.bool))
+    centre_sel.update(bank, labels[:300], torch.ones(300, dtype=torch.bool))
     a, b = centre_sel(queries, qlabels, bank), exact_sel(queries, qlabels, summed)
     c = PrismSelector(12, 32, mode="exact")(queries, qlabels, bank)
     assert torch.allclose(a.p, b.p, atol=1e-5) and torch.equal(a.keep, b.keep)
@@ -92,7 +93,7 @@ def _noisy_batches(selector: PrismSelector, steps: int):
     feats, labels = _clustered(50, 8, spread=0.1, seed=3)
     bank = FeatureBank(400, 32)
     bank.enqueue(feats, labels)
-    selector.update_centres(bank, labels, torch.ones(400, dtype=torch.bool))
+    selector.update(bank, labels, torch.ones(400, dtype=torch.bool))
     for step in range(steps):
         batch, true = _clustered(8, 8, spread=0.1, seed=10 + step)
         noisy = torch.zeros(64, dtype=torch.bool)
@@ -121,13 +122,13 @@ def test_flagged_samples_never_reach_the_bank() -> None:
     feats, labels = _clustered(30, 4, spread=0.1, seed=4)
     selector, bank = PrismSelector(4, 32, rate=0.25, window=3), FeatureBank(1000, 32)
     bank.enqueue(feats, labels)
-    selector.update_centres(bank, labels, torch.ones(120, dtype=torch.bool))
+    selector.update(bank, labels, torch.ones(120, dtype=torch.bool))
     batch, true = _clustered(8, 4, spread=0.1, seed=5)
     given = true.clone()
     given[:8] = 1  # class-0 images labelled 1
     sel = selector(batch, given, bank)
     bank.enqueue(batch, given, sel.keep)
-    selector.update_centres(bank, given, sel.keep)
+    selector.update(bank, given, sel.keep)
     stored = bank.feats[: int(bank.count)]
     for i in range(32):
         hit = (stored - batch[i]).abs().sum(1).lt(1e-6).any().item()
@@ -180,7 +181,7 @@ def test_memory_positive_filter_scores_the_similarity_to_the_class_centre() -> N
     bank = FeatureBank(8, 2, num_classes=2)
     bank.enqueue(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))
     selector = PrismSelector(2, 2, rate=0.25, window=1, score="memory-positive")
-    selector.update_centres(bank, torch.tensor([0, 1]), torch.tensor([True, True]))
+    selector.update(bank, torch.tensor([0, 1]), torch.tensor([True, True]))
     selection = selector(feats, labels, bank)
     assert torch.allclose(selection.p, (feats * torch.eye(2)[labels]).sum(1))  # f . centre of its own label
     assert selection.keep.tolist() == [True, True, True, False, True, True, True, False]
