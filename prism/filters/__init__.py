@@ -1,0 +1,1 @@
+"""Per-sample clean-probability criteria that PRISM's selection can use in place of its centre softmax."""
