@@ -2,12 +2,15 @@
 contrastive loss on clean labels, on the noisy labels, and on the noisy labels with PRISM, and compare them where DML
 is judged: retrieval among the unseen alphabets of the test split.
 
-    python3 dev.py demo [--noise 0.5] [--seed 0] [--out runs/demo] [--jobs 3] [--iterations N]
+    python3 dev.py demo [--regime pretrained|scratch] [--noise 0.5] [--seed 0] [--out runs/demo] [--jobs 3]
+                        [--iterations N]
 
-Every training option is the dataset's default (`prism train --dataset omniglot --print-config`); the three runs go
-to parallel processes of one thread each (on two cores that is 1.6x the throughput of running them one after the
-other). Writes each run's folder, `demo.png` (validation curves of the three runs and PRISM's noise detection) and
-`demo.json` (the table) under --out, and ends with a verdict computed from the table.
+``--regime pretrained`` (the default, the paper's setting): the offline ImageNet EfficientNet-Lite0 fine-tuned with
+the pretrained-cpu preset; ``scratch``: the small CNN from random weights with every option at omniglot's defaults
+(``prism train --dataset omniglot --print-config``). The three runs go to parallel processes of one thread each (on
+two cores that is 1.6x the throughput of running them one after the other). Writes each run's folder, ``demo.png``
+(validation curves of the three runs and PRISM's noise detection) and ``demo.json`` (the table) under --out, and ends
+with a verdict computed from the table.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def rate_record(state: RunState, noisy: np.ndarray) -> dict[str, Any]:
     true share of noisy training labels where known."""
     rows = [(s["iteration"], s["rate"]) for s in state.steps if s.get("rate") is not None]
     return {
-        "final": rows[-1][1] if rows else None,
+        "final": round(rows[-1][1], 4) if rows else None,
         "true": true_rate(noisy),
         "iterations": [it for it, _ in rows],
         "values": [round(v, 4) for _, v in rows],

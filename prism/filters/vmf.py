@@ -36,7 +36,10 @@ from fractions import Fraction
 
 import torch
 
-from prism.selection import p_clean
+from prism.filters.base import Filter
+from prism.filters.rate import Rate
+from prism.memory import FeatureBank
+from prism.selection import Selection, ThresholdWindow, likely_class, p_clean, select
 
 RBAR_MAX = 1.0 - 1e-6
 KAPPA_MIN = 1e-6
@@ -163,3 +166,42 @@ def vmf_p_clean(
     p = p_clean(scores, labels, present).to(feats.dtype)
     likely = torch.where(present.any(), scores.argmax(dim=1), torch.full_like(labels, -1))
     return p, present[labels], likely
+
+
+class VmfFilter(Filter):
+    """``--filter vmf``: vMF-Sim's P_clean from the bank's current class statistics (refitted every step from the
+    running sums, as PRISM's exact mode reads the current bank), cut by PRISM's sTRM rule and window
+    (``prism/selection.py``); the journal's threshold rule could not be read, so PRISM's is kept."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        rate: float | str = 0.5,
+        window: int = 30,
+        min_count: int = 2,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.num_classes, self.min_count = num_classes, min_count
+        self.rate = Rate(rate, device=device)
+        self.window = ThresholdWindow(window, device=device)
+
+    @torch.no_grad()
+    def __call__(self, feats: torch.Tensor, labels: torch.Tensor, bank: FeatureBank) -> Selection:
+        if bank.num_classes != self.num_classes:
+            raise ValueError(f"vMF-Sim needs a bank keeping {self.num_classes} class sums, got {bank.num_classes}")
+        feats = feats.detach().float()
+        mu, kappa, present = vmf_fit(bank.class_sum, bank.class_count, min_count=self.min_count)
+        scores = vmf_scores(feats, mu, kappa, present)
+        has = present[labels]
+        rate = self.rate(scores, present, labels, has)
+        p = p_clean(scores, labels, present).to(feats.dtype)
+        chosen = select(p, has, present.any(), rate=rate, window=self.window)
+        chosen.likely = likely_class(scores, present)
+        return chosen
+
+    def own_state(self) -> dict[str, torch.Tensor]:
+        return {f"window.{k}": v for k, v in self.window.state_dict().items()}
+
+    def load_own_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.window.load_state_dict({"values": state["window.values"], "valid": state["window.valid"]})

@@ -220,3 +220,28 @@ def test_no_host_sync_on_cuda() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(p).all() and has.all() and (likely >= 0).all()
+
+
+def test_vmf_filter_flags_the_mislabelled_quarter_of_a_batch() -> None:
+    """A bank of 4 classes (200 samples each, one tight, three loose); a batch of 16 per class with a known quarter
+    relabelled to the next class: at R = 0.25 with a window of 1 the filter drops exactly those 16, and each
+    one's likely class is its true class."""
+    from prism.filters.vmf import VmfFilter
+
+    g = torch.Generator().manual_seed(5)
+    directions = F.normalize(torch.randn(4, 64, generator=g), dim=1)
+    spread = torch.tensor([0.05, 0.3, 0.3, 0.3])
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(4).repeat_interleave(n)
+        noise = torch.randn(len(labels), 64, generator=g) * spread[labels].view(-1, 1) / 8
+        return F.normalize(directions[labels] + noise, dim=1), labels
+
+    bank = FeatureBank(800, 64, num_classes=4)
+    bank.enqueue(*draw(200))
+    feats, true = draw(16)
+    noisy = torch.zeros(64, dtype=torch.bool)
+    noisy[torch.randperm(64, generator=g)[:16]] = True
+    given = torch.where(noisy, (true + 1) % 4, true)
+    sel = VmfFilter(4, rate=0.25, window=1)(feats, given, bank)
+    assert torch.equal(~sel.keep, noisy) and torch.equal(sel.likely, true)
