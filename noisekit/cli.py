@@ -206,6 +206,28 @@ def make_small_cluster(
     typer.echo(dissolved_line(figures))
 
 
+@make_app.command("cleaned")
+@user_errors
+def make_cleaned(
+    dataset: Annotated[str, typer.Option("--dataset", help=f"{HELP['--dataset']}: the variant the run trained on")],
+    run: Annotated[Path, typer.Option("--from", help="The run folder (--out) of `prism train --dataset` on it")],
+    relabel: Annotated[bool, typer.Option(help="Relabel flagged images with their likeliest class instead")] = False,
+    variant: Annotated[str | None, typer.Option(help="Variant name (default VARIANT-cleaned or -relabelled)")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Drop the training images a prism run flagged as noisy (or relabel them): a new variant of the one it trained on.
+
+    Example: noisekit make cleaned --dataset omniglot/symmetric-0.5 --from runs/omniglot-prism
+    """
+    from noisekit.noise.cleaned import clean_variant, summary_line
+    from noisekit.noise.common import save_variant
+
+    start = time.perf_counter()
+    manifest, figures = clean_variant(dataset, run, relabel=relabel, variant=_variant(variant))
+    path, report = save_variant(manifest, figures, overwrite=overwrite)
+    typer.echo(summary_line(path, report, time.perf_counter() - start))
+
+
 @app.command("import-lists")
 @user_errors
 def import_lists(
