@@ -142,16 +142,6 @@ def _variant(value: str | None) -> str | None:
     return None if value is None else check_variant(value)
 
 
-def _report_variant(path: Path, report: dict, start: float) -> None:
-    from noisekit.noise.report import rate_words
-
-    typer.echo(
-        f"{report['dataset']}/{report['variant']}: {rate_words(report['requested_rate'], report['realised_rate'])} "
-        f"({report['noisy']:,} of {report['train_images']:,} training labels noisy) "
-        f"in {time.perf_counter() - start:.1f}s -> {path}"
-    )
-
-
 @make_app.command("symmetric")
 @user_errors
 def make_symmetric(
@@ -162,12 +152,13 @@ def make_symmetric(
     Example: noisekit make symmetric --dataset cars --rate 0.2 --seed 0
     """
     from noisekit.noise.common import load_clean, save_variant
+    from noisekit.noise.report import variant_line
     from noisekit.noise.symmetric import rounding_warning, symmetric
 
     start = time.perf_counter()
     noisy = symmetric(load_clean(dataset), rate=rate, seed=seed, variant=_variant(variant))
     path, report = save_variant(noisy, overwrite=overwrite)
-    _report_variant(path, report, start)
+    typer.echo(variant_line(path, report, time.perf_counter() - start))
     warning = rounding_warning(report, report["train_images"])
     if warning:
         typer.echo(warning, err=True)
@@ -195,6 +186,7 @@ def make_small_cluster(
     from noisekit.device import check_device
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.features import FeatureOptions, train_features
+    from noisekit.noise.report import dissolved_line, variant_line
     from noisekit.noise.small_cluster import plan, small_cluster
 
     start = time.perf_counter()
@@ -210,12 +202,30 @@ def make_small_cluster(
         clean, features, rate=rate, seed=seed, the_plan=the_plan, variant=variant, provenance=provenance
     )
     path, report = save_variant(noisy, figures, overwrite=overwrite)
-    _report_variant(path, report, start)
-    typer.echo(
-        f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
-        f"{figures['clusters']} clusters ({figures['clusters_with_merged_images']} of them holding images merged "
-        f"earlier into a class that dissolved later); {figures['surviving_classes']} classes survive"
-    )
+    typer.echo(variant_line(path, report, time.perf_counter() - start))
+    typer.echo(dissolved_line(figures))
+
+
+@make_app.command("cleaned")
+@user_errors
+def make_cleaned(
+    dataset: Annotated[str, typer.Option("--dataset", help=f"{HELP['--dataset']}: the variant the run trained on")],
+    run: Annotated[Path, typer.Option("--from", help="The run folder (--out) of `prism train --dataset` on it")],
+    relabel: Annotated[bool, typer.Option(help="Relabel flagged images with their likeliest class instead")] = False,
+    variant: Annotated[str | None, typer.Option(help="Variant name (default VARIANT-cleaned or -relabelled)")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Drop the training images a prism run flagged as noisy (or relabel them): a new variant of the one it trained on.
+
+    Example: noisekit make cleaned --dataset omniglot/symmetric-0.5 --from runs/omniglot-prism
+    """
+    from noisekit.noise.cleaned import clean_variant, summary_line
+    from noisekit.noise.common import save_variant
+
+    start = time.perf_counter()
+    manifest, figures = clean_variant(dataset, run, relabel=relabel, variant=_variant(variant))
+    path, report = save_variant(manifest, figures, overwrite=overwrite)
+    typer.echo(summary_line(path, report, time.perf_counter() - start))
 
 
 @app.command("import-lists")
@@ -247,6 +257,7 @@ def import_lists(
     from noisekit.noise.common import load_clean, save_variant
     from noisekit.noise.official_lists import import_lists as run_import
     from noisekit.noise.official_lists import report_extra
+    from noisekit.noise.report import import_notes, variant_line
 
     start = time.perf_counter()
     _variant(variant)
@@ -258,24 +269,10 @@ def import_lists(
         skip_unmapped=skip_unmapped,
         labels=labels,
     )
-    noise = manifest.meta.noise or {}
-    typer.echo(f"{list_.name}: labels read as {'class ids' if noise['labels'] == 'ids' else 'learned classes'}")
-    if noise["extra_labels"]:
-        typer.echo(
-            f"{list_.name}: {noise['extra_label_rows']:,} row(s) carry the id of a class outside the training split "
-            f"({', '.join(map(repr, noise['extra_labels']))}); kept as extra training class(es), as the list says"
-        )
-    if noise["out_of_range_rows"]:
-        typer.echo(
-            f"{list_.name}: left out {noise['out_of_range_rows']:,} row(s) whose label is no class id of {dataset}"
-        )
-    if noise.get("unmapped") or noise.get("dropped_train_rows"):
-        typer.echo(
-            f"{list_.name}: skipped {noise['unmapped']:,} unmapped row(s); left out {noise['dropped_train_rows']:,} "
-            f"training image(s) the list does not name"
-        )
+    for line in import_notes(manifest.meta.noise or {}, list_.name, dataset):
+        typer.echo(line)
     path, report = save_variant(manifest, report_extra(manifest), overwrite=overwrite)
-    _report_variant(path, report, start)
+    typer.echo(variant_line(path, report, time.perf_counter() - start))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from noisekit.device import check_device
 from noisekit.errors import NoisekitError
 from noisekit.manifest import atomic_path, write_json
+from noisekit.noise.run_report import is_flagged
 from prism.checkpoint import RunState, load_checkpoint
 from prism.config import TrainConfig, resolve
 from prism.data import Images, TrainingData, eval_transform, prepare
@@ -118,8 +119,7 @@ def finish(
 
     seen = tracker.seen.cpu().numpy()
     flagged_count = tracker.flagged.cpu().numpy()
-    # an image counts as flagged when PRISM dropped it in most of the batches that drew it
-    flagged = (seen > 0) & (flagged_count * 2 > seen)
+    flagged = is_flagged(seen, flagged_count)  # the rule `noisekit make cleaned` reads the report by
     drawn = seen > 0
     noise = (
         detection(flagged[drawn], data.train.noisy[drawn])

@@ -18,6 +18,8 @@ import yaml
 from noisekit import __version__
 from noisekit.errors import NoisekitError
 from noisekit.hub.published import SHARED, ConfigRecord, Folder, SplitFiles, features
+from noisekit.noise.cleaned import default_variant
+from noisekit.paths import CLEAN
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 IMAGES_KEY = "noisekit_images"  # template-only key: may the source's images be redistributed ("allowed")?
@@ -88,6 +90,12 @@ def commands(meta: dict[str, Any]) -> list[str]:
         lines.append(
             f"noisekit import-lists --dataset {dataset} --list {noise.get('list')}{cleaned} --variant {variant}"
         )
+    elif model == "cleaned":
+        parent, run, relabel = noise.get("from_variant", CLEAN), noise.get("run"), noise.get("action") == "relabel"
+        lines = commands({"dataset": dataset, "variant": parent, "noise": noise.get("from_noise")})
+        lines.append(f"prism train --config {run}/config.yaml  # the run's own config: trains {dataset}/{parent} again")
+        line = f"noisekit make cleaned --dataset {dataset}/{parent} --from {run}" + (" --relabel" if relabel else "")
+        lines.append(line + ("" if variant == default_variant(parent, relabel=relabel) else f" --variant {variant}"))
     elif model is not None:
         lines.append(f"# variant {variant}: noise model {model!r} (see its parameters above)")
     return lines

@@ -1,5 +1,6 @@
 """The noise report written beside each variant: rates, noisy count per class, the most frequent clean -> noisy
-transitions, and for Small Cluster the dissolved classes and the cluster size histogram; as JSON and a PNG."""
+transitions, and for Small Cluster the dissolved classes and the cluster size histogram; as JSON and a PNG, and the
+lines ``noisekit make`` and ``import-lists`` print about it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,43 @@ def rate_words(requested: float | None, realised: float | None) -> str:
     words = [] if requested is None else [f"requested {requested}"]
     words += [] if realised is None else [f"realised {realised:.4f}"]
     return ", ".join(words)
+
+
+def variant_line(path: Path, report: dict[str, Any], seconds: float) -> str:
+    """The line ``noisekit make`` prints for the variant it wrote."""
+    return (
+        f"{report['dataset']}/{report['variant']}: {rate_words(report['requested_rate'], report['realised_rate'])} "
+        f"({report['noisy']:,} of {report['train_images']:,} training labels noisy) in {seconds:.1f}s -> {path}"
+    )
+
+
+def dissolved_line(figures: dict[str, Any]) -> str:
+    """What ``noisekit make small-cluster`` tells about the classes it dissolved."""
+    return (
+        f"dissolved {len(figures['dissolved_classes'])} of {figures['original_classes']} classes into "
+        f"{figures['clusters']} clusters ({figures['clusters_with_merged_images']} of them holding images merged "
+        f"earlier into a class that dissolved later); {figures['surviving_classes']} classes survive"
+    )
+
+
+def import_notes(noise: dict[str, Any], list_name: str, dataset: str) -> list[str]:
+    """What ``noisekit import-lists`` tells about a list it imported: how its labels were read, what it left out."""
+    lines = [f"{list_name}: labels read as {'class ids' if noise['labels'] == 'ids' else 'learned classes'}"]
+    if noise["extra_labels"]:
+        lines.append(
+            f"{list_name}: {noise['extra_label_rows']:,} row(s) carry the id of a class outside the training split "
+            f"({', '.join(map(repr, noise['extra_labels']))}); kept as extra training class(es), as the list says"
+        )
+    if noise["out_of_range_rows"]:
+        lines.append(
+            f"{list_name}: left out {noise['out_of_range_rows']:,} row(s) whose label is no class id of {dataset}"
+        )
+    if noise.get("unmapped") or noise.get("dropped_train_rows"):
+        lines.append(
+            f"{list_name}: skipped {noise['unmapped']:,} unmapped row(s); left out {noise['dropped_train_rows']:,} "
+            f"training image(s) the list does not name"
+        )
+    return lines
 
 
 def _cluster_sizes(ax: Any, report: dict[str, Any]) -> None:
