@@ -105,10 +105,11 @@ class Rate:
         return self.estimator.value()
 
     def current(self) -> torch.Tensor:
-        """() the R in use now (NaN-free): the fixed one or the latest estimate."""
+        """() the R in use now: the fixed one or the latest estimate (NaN while it has scored nothing: the warm-up)."""
         if self.estimator is None:
             return torch.tensor(self.fixed)
-        return self.estimator.value()
+        value = self.estimator.value()
+        return torch.where(self.estimator.scored.sum() > 0, value, torch.full_like(value, float("nan")))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.estimator.state_dict().items()} if self.estimator is not None else {}
