@@ -105,7 +105,7 @@ def test_grids_that_cannot_run_fail_before_any_run(noisy_digits: str, tmp_path: 
     assert not (tmp_path / "g").exists()
     with pytest.raises(NoisekitError, match="--method must be one of"):
         _grid(tmp_path / "g", methods=["arcface"])
-    for line, needle in [("filter_rate: abc", "filter_rate must be variant or a number, got 'abc'"),
+    for line, needle in [("filter_rate: abc", "filter_rate must be variant, auto or a number, got 'abc'"),
                          ("jobs: two", "jobs must be an integer, got 'two'"),
                          ("seeds: [0, x]", "seeds must be integers, got 'x'"),
                          ("variants: [5]", "variants must be names, got 5"),
@@ -120,7 +120,7 @@ def test_grids_that_cannot_run_fail_before_any_run(noisy_digits: str, tmp_path: 
     result = runner.invoke(app, ["grid", "--dataset", "digits", "--filter-rate", "half", "--out", str(tmp_path / "g")])
     assert (
         result.exit_code == 2
-        and result.output == "error: prism grid: filter_rate must be variant or a number, got 'half'\n"
+        and result.output == "error: prism grid: filter_rate must be variant, auto or a number, got 'half'\n"
     )
     with pytest.raises(NoisekitError, match="takes no filter"):
         _grid(tmp_path / "g", methods=["coteaching"], filters={"coteaching": ["prism"]})

@@ -57,6 +57,7 @@ def test_outputs_of_a_run(noisy_digits: str, tmp_path: Path) -> None:
         "times_seen",
         "times_flagged",
         "last_p_clean",
+        "likely_label",
     ]
     assert report["times_seen"].sum() == 12 * 20  # every drawn sample counted once
     assert (report["times_flagged"] <= report["times_seen"]).all()
