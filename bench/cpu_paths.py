@@ -55,10 +55,13 @@ def precision(args: argparse.Namespace) -> None:
                 )
 
 
-def _step_time(arch: str, *, bf16: bool, channels_last: bool, compiled: bool, steps: int) -> tuple[float, float]:
-    """(seconds of the first step, mean seconds per step after two warm-up steps)."""
+def _step_time(
+    arch: str, *, bf16: bool, channels_last: bool, compiled: bool, steps: int, freeze_bn: bool = False
+) -> tuple[float, float]:
+    """(seconds of the first step, mean seconds per step after two warm-up steps); ``freeze_bn``: BatchNorm keeps
+    its statistics (a pretrained run's default), which skips the batch statistics."""
     size = SIZES[arch]
-    model = build_model(arch, embed_dim=128, weights="random", seed=0)
+    model = build_model(arch, embed_dim=128, weights="random", seed=0, freeze_bn=freeze_bn).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     if compiled:
