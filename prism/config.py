@@ -95,8 +95,6 @@ class TrainConfig:
 
         if isinstance(self.filter_rate, str) and self.filter_rate != "auto":
             raise NoisekitError(f"--filter-rate must be a number in [0, 1) or auto, got {self.filter_rate!r}")
-        if self.filter_rate != "auto" and self.filter_rate not in RANGES["filter_rate"]:
-            raise NoisekitError(f"--filter-rate must be {RANGES['filter_rate']}, got {self.filter_rate}")
         object.__setattr__(self, "filter", check(self.method, self.filter, self.filter_rate))
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:

@@ -138,6 +138,7 @@ def finish(
             "likely_label": tracker.likely.cpu().numpy(),  # the filter's most likely class at the last draw; -1
         }
     )
+    truth = true_rate(data.train.noisy)
     # the warm-up never selects; with the authors' start-up the batch-only start does not either
     started = config.warmup if config.startup == "ours" else max(config.warmup, config.bank_start)
     summary = {
@@ -157,7 +158,7 @@ def finish(
         "test": test,
         "noise_detection": noise,
         "filter_rate": config.filter_rate,
-        "rate_estimate": rate_record(state, data.train.noisy),
+        "rate_estimate": rate_record(state, truth),
         "train_seconds": round(seconds, 1),
         "processes": ctx.world_size,
         "backend": torch.distributed.get_backend() if ctx.distributed else None,
@@ -169,9 +170,7 @@ def finish(
     with atomic_path(out / "noise_report.parquet") as tmp:
         report.to_parquet(tmp, index=False)
     write_json(out / "summary.json", summary)
-    plot_curves(
-        state, out / "curves.png", title=f"{config.dataset}  {run_name(config)}", true_rate=true_rate(data.train.noisy)
-    )
+    plot_curves(state, out / "curves.png", title=f"{config.dataset}  {run_name(config)}", true_rate=truth)
     return summary
 
 
@@ -181,13 +180,13 @@ def true_rate(noisy: np.ndarray) -> float | None:
     return float((noisy[known] == 1).mean()) if known.any() else None
 
 
-def rate_record(state: RunState, noisy: np.ndarray) -> dict[str, Any]:
+def rate_record(state: RunState, truth: float | None) -> dict[str, Any]:
     """The filter's R over the run (``--filter-rate auto``: its estimate) at each log step, its final value, and the
-    true share of noisy training labels where known."""
+    true share of noisy training labels where known (``truth``)."""
     rows = [(s["iteration"], s["rate"]) for s in state.steps if s.get("rate") is not None]
     return {
         "final": round(rows[-1][1], 4) if rows else None,
-        "true": true_rate(noisy),
+        "true": truth,
         "iterations": [it for it, _ in rows],
         "values": [round(v, 4) for _, v in rows],
     }

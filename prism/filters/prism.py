@@ -105,8 +105,6 @@ class PrismSelector(Filter):
         self.centres = torch.where(refresh.unsqueeze(1), means, self.centres)
         self.has_centre = self.has_centre | refresh
 
-    update_centres = update  # the name before filters had one interface
-
     def own_state(self) -> dict[str, torch.Tensor]:
         return {
             "centres": self.centres.clone(),

@@ -87,6 +87,7 @@ class Rate:
         if rate != "auto" and not (isinstance(rate, float | int) and 0.0 <= rate < 1.0):
             raise ValueError(f"filter rate must be in [0, 1) or 'auto', got {rate!r}")
         self.fixed = None if rate == "auto" else float(rate)
+        self.fixed_tensor = None if rate == "auto" else torch.tensor(self.fixed, device=device)  # no copy per step
         self.estimator = RateEstimator(device=device) if rate == "auto" else None
 
     @property
@@ -107,7 +108,7 @@ class Rate:
     def current(self) -> torch.Tensor:
         """() the R in use now: the fixed one or the latest estimate (NaN while it has scored nothing: the warm-up)."""
         if self.estimator is None:
-            return torch.tensor(self.fixed)
+            return self.fixed_tensor
         value = self.estimator.value()
         return torch.where(self.estimator.scored.sum() > 0, value, torch.full_like(value, float("nan")))
 

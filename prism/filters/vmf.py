@@ -164,8 +164,7 @@ def vmf_p_clean(
     scores = vmf_scores(feats, mu, kappa, present)
     labels = labels.long()
     p = p_clean(scores, labels, present).to(feats.dtype)
-    likely = torch.where(present.any(), scores.argmax(dim=1), torch.full_like(labels, -1))
-    return p, present[labels], likely
+    return p, present[labels], likely_class(scores, present)
 
 
 class VmfFilter(Filter):
